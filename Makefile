@@ -1,0 +1,27 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Both set up .venv from scratch.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PARAGEN_DATA ?= ../shared/data
+export PARAGEN_DATA
+
+.PHONY: setup demo test clean bench
+
+$(BIN)/activate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: the CPU wheel (an open range would pull a CUDA build)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/activate
+
+setup: $(BIN)/activate
+
+demo: setup
+	$(BIN)/python -m paragen.demo
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+clean:
+	rm -rf $(VENV) runs/demo

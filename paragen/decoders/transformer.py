@@ -1,0 +1,75 @@
+"""The Transformer decoder, used causally (AR, with a KV cache) or non-causally (NAT).
+
+The same class serves both families: an AR model calls `forward(tokens)` with `causal=True`;
+a NAT model builds its own decoder input vectors and calls `forward_embedded(vectors)` with
+`causal=False`. Output logits come from a projection that may share the embedding weight.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from paragen.modules.layers import (LayerCache, TokenEmbedding, TransformerLayer,
+                                    padding_to_attn_mask)
+from paragen.registry import register_decoder
+
+
+@register_decoder
+class TransformerDecoder(nn.Module):
+    def __init__(self, num_layers: int = 6, d_model: int = 512, num_heads: int = 8,
+                 ffn_dim: int = 2048, dropout: float = 0.1, attention_dropout: float = 0.0,
+                 activation: str = "relu", pre_norm: bool = False, learned_positions: bool = False,
+                 max_positions: int = 1024, causal: bool = True, *, vocab_size: int, pad_id: int,
+                 embed: Optional[nn.Embedding] = None, share_output_embedding: bool = True):
+        super().__init__()
+        self.d_model, self.pad_id, self.causal = d_model, pad_id, causal
+        self.embed = TokenEmbedding(vocab_size, d_model, pad_id, max_positions, learned_positions,
+                                    dropout, embed)
+        self.layers = nn.ModuleList(
+            TransformerLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout, activation,
+                             pre_norm, cross_attention=True) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
+        self.output_projection = nn.Linear(d_model, vocab_size, bias=False)
+        if share_output_embedding:
+            self.output_projection.weight = self.embed.tokens.weight
+        else:
+            nn.init.normal_(self.output_projection.weight, std=d_model ** -0.5)
+
+    def forward(self, tokens: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+                cache: Optional[List[LayerCache]] = None) -> torch.Tensor:
+        """Logits (B,T,V) for target-side `tokens` (B,T).
+
+        With `cache` (one dict per layer, see `init_cache`) only the new positions are given:
+        `tokens` holds the last step, positions continue from the cached length.
+        """
+        offset = cache[0]["k"].size(2) if cache is not None and "k" in cache[0] else 0
+        x = self.embed(tokens, offset)
+        return self.forward_embedded(x, memory, memory_padding, cache=cache)
+
+    def forward_embedded(self, x: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+                         target_padding: Optional[torch.Tensor] = None,
+                         cache: Optional[List[LayerCache]] = None,
+                         return_hidden: bool = False) -> torch.Tensor:
+        """Decode already-embedded inputs (B,T,D). NAT models pass `target_padding` (B,T)."""
+        memory_mask = padding_to_attn_mask(memory_padding)
+        self_mask = None if target_padding is None else padding_to_attn_mask(target_padding)
+        # One query step against a cache needs no causal mask: it may see every cached key.
+        is_causal = self.causal and (cache is None or x.size(1) > 1)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, self_mask=self_mask, is_causal=is_causal, memory=memory,
+                      memory_mask=memory_mask, cache=None if cache is None else cache[i])
+        x = self.final_norm(x)
+        return x if return_hidden else self.output_projection(x)
+
+    def init_cache(self) -> List[LayerCache]:
+        return [{} for _ in self.layers]
+
+    @staticmethod
+    def reorder_cache(cache: List[LayerCache], order: torch.Tensor) -> None:
+        """Select rows of the self-attention cache (beam search reorders hypotheses)."""
+        for layer_cache in cache:
+            for key in ("k", "v"):
+                if key in layer_cache:
+                    layer_cache[key] = layer_cache[key].index_select(0, order)

@@ -1,0 +1,4 @@
+"""Encoders: source tokens → contextual vectors. Registered with `@register_encoder`."""
+from paragen.encoders.transformer import TransformerEncoder
+
+__all__ = ["TransformerEncoder"]

@@ -1,0 +1,4 @@
+"""Models: the trainable network a criterion calls. Registered with `@register_model`."""
+from paragen.models.seq2seq import Seq2Seq
+
+__all__ = ["Seq2Seq"]

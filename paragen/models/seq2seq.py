@@ -1,0 +1,47 @@
+"""Encoder-decoder model: the AR Transformer (and the base that NAT models plug into).
+
+    tokens ─ encoder ─ memory ─┐
+    prev_tokens ─ decoder ─────┴→ logits
+
+`share_embedding` follows ParaGen: `all` ties source, target and output embeddings (one joint
+vocabulary), `decoder` ties target and output only, `none` ties nothing.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Literal, Optional
+
+import torch
+from torch import nn
+
+from paragen.modules.layers import make_embedding
+from paragen.registry import build, register_model
+
+
+@register_model
+class Seq2Seq(nn.Module):
+    def __init__(self, encoder: Dict[str, Any], decoder: Dict[str, Any], d_model: int = 512,
+                 share_embedding: Literal["all", "decoder", "none"] = "all",
+                 path: Optional[str] = None, *, src_vocab_size: int, tgt_vocab_size: int,
+                 pad_id: int, config_path: str = "task.model"):
+        super().__init__()
+        if share_embedding == "all" and src_vocab_size != tgt_vocab_size:
+            raise ValueError(f"{config_path}.share_embedding: 'all' needs one joint vocabulary, "
+                             f"got sizes {src_vocab_size} and {tgt_vocab_size}")
+        self.pad_id = pad_id
+        shared = make_embedding(src_vocab_size, d_model, pad_id) if share_embedding == "all" else None
+        for name, cfg in (("encoder", encoder), ("decoder", decoder)):
+            if cfg.get("d_model", d_model) != d_model:
+                raise ValueError(f"{config_path}.{name}.d_model: {cfg['d_model']} differs from "
+                                 f"{config_path}.d_model {d_model}")
+        self.encoder = build("encoder", {**encoder, "d_model": d_model}, f"{config_path}.encoder",
+                             vocab_size=src_vocab_size, pad_id=pad_id, embed=shared)
+        self.decoder = build("decoder", {**decoder, "d_model": d_model}, f"{config_path}.decoder",
+                             vocab_size=tgt_vocab_size, pad_id=pad_id, embed=shared,
+                             share_output_embedding=share_embedding != "none")
+        if path:
+            from paragen.trainers.checkpoint import load_model_weights
+            load_model_weights(self, path)
+
+    def forward(self, src: torch.Tensor, prev_tokens: torch.Tensor) -> Dict[str, torch.Tensor]:
+        memory, memory_padding = self.encoder(src)
+        return {"logits": self.decoder(prev_tokens, memory, memory_padding)}

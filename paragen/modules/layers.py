@@ -1,0 +1,173 @@
+"""Transformer building blocks shared by every encoder and decoder (AR and NAT).
+
+Attention goes through `torch.nn.functional.scaled_dot_product_attention`, which picks the
+fastest kernel for the device (flash / memory-efficient on GPU, a fused C++ path on CPU).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# A layer's incremental-decoding state: {"k": (B,H,T,Dh), "v": ...} for self-attention
+# (grows by one step per call) and {"mem_k", "mem_v"} for cross-attention (computed once).
+LayerCache = Dict[str, torch.Tensor]
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head attention with a fused QKV projection and an optional key/value cache."""
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float, self_attention: bool):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.head_dim, self.dropout = num_heads, d_model // num_heads, dropout
+        self.self_attention = self_attention
+        if self_attention:
+            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+        else:
+            self.q_proj = nn.Linear(d_model, d_model)
+            self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B,T,D) -> (B,H,T,Dh)
+        return x.view(x.size(0), x.size(1), self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, memory: Optional[torch.Tensor] = None,
+                attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False,
+                cache: Optional[LayerCache] = None) -> torch.Tensor:
+        """`attn_mask` is boolean, broadcastable to (B,H,Tq,Tk), True where attention is allowed."""
+        if self.self_attention:
+            q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
+            q, k, v = self._heads(q), self._heads(k), self._heads(v)
+            if cache is not None:
+                if "k" in cache:
+                    k = torch.cat([cache["k"], k], dim=2)
+                    v = torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
+        else:
+            q = self._heads(self.q_proj(x))
+            if cache is not None and "mem_k" in cache:
+                k, v = cache["mem_k"], cache["mem_v"]
+            else:
+                k, v = (self._heads(t) for t in self.kv_proj(memory).chunk(2, dim=-1))
+                if cache is not None:
+                    cache["mem_k"], cache["mem_v"] = k, v
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
+            dropout_p=self.dropout if self.training else 0.0)
+        out = out.transpose(1, 2).reshape(x.size(0), x.size(1), -1)
+        return self.out_proj(out)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, ffn_dim: int, dropout: float, activation: str):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d_model, ffn_dim), nn.Linear(ffn_dim, d_model)
+        self.activation = {"relu": F.relu, "gelu": F.gelu}[activation]
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(self.activation(self.fc1(x))))
+
+
+class Residual(nn.Module):
+    """`x + dropout(f(norm(x)))` (pre-norm) or `norm(x + dropout(f(x)))` (post-norm)."""
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm, self.dropout, self.pre_norm = nn.LayerNorm(d_model), nn.Dropout(dropout), pre_norm
+
+    def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
+        if self.pre_norm:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
+
+
+class TransformerLayer(nn.Module):
+    """Self-attention (+ cross-attention when `cross_attention`) + feed-forward."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float,
+                 attention_dropout: float, activation: str, pre_norm: bool, cross_attention: bool):
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, num_heads, attention_dropout, True)
+        self.self_res = Residual(d_model, dropout, pre_norm)
+        self.cross_attn = MultiheadAttention(d_model, num_heads, attention_dropout, False) \
+            if cross_attention else None
+        self.cross_res = Residual(d_model, dropout, pre_norm) if cross_attention else None
+        self.ffn = FeedForward(d_model, ffn_dim, dropout, activation)
+        self.ffn_res = Residual(d_model, dropout, pre_norm)
+
+    def forward(self, x: torch.Tensor, self_mask: Optional[torch.Tensor] = None,
+                is_causal: bool = False, memory: Optional[torch.Tensor] = None,
+                memory_mask: Optional[torch.Tensor] = None,
+                cache: Optional[LayerCache] = None) -> torch.Tensor:
+        x = self.self_res(x, lambda h: self.self_attn(h, attn_mask=self_mask, is_causal=is_causal,
+                                                      cache=cache))
+        if self.cross_attn is not None:
+            x = self.cross_res(x, lambda h: self.cross_attn(h, memory, attn_mask=memory_mask,
+                                                            cache=cache))
+        return self.ffn_res(x, self.ffn)
+
+
+class PositionalEmbedding(nn.Module):
+    """Sinusoidal (fixed) or learned absolute positions, for positions 0..max_positions-1."""
+
+    def __init__(self, d_model: int, max_positions: int, learned: bool):
+        super().__init__()
+        self.learned = learned
+        if learned:
+            self.weight = nn.Parameter(torch.randn(max_positions, d_model) * d_model ** -0.5)
+        else:
+            self.register_buffer("weight", sinusoidal_table(max_positions, d_model), persistent=False)
+
+    def forward(self, length: int, offset: int = 0) -> torch.Tensor:
+        if offset + length > self.weight.size(0):
+            raise ValueError(f"sequence of {offset + length} positions exceeds max_positions "
+                             f"{self.weight.size(0)}")
+        return self.weight[offset:offset + length]
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.float) * -(math.log(10000.0) / max(half - 1, 1)))
+    angles = torch.arange(num_positions, dtype=torch.float)[:, None] * freq[None, :]
+    table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    if dim % 2:
+        table = torch.cat([table, torch.zeros(num_positions, 1)], dim=1)
+    return table
+
+
+class TokenEmbedding(nn.Module):
+    """Token embedding × sqrt(d) + positions, with dropout; the weight may be tied to an output."""
+
+    def __init__(self, vocab_size: int, d_model: int, pad_id: int, max_positions: int,
+                 learned_positions: bool, dropout: float, embed: Optional[nn.Embedding] = None):
+        super().__init__()
+        self.tokens = embed if embed is not None else make_embedding(vocab_size, d_model, pad_id)
+        self.scale = math.sqrt(d_model)
+        self.positions = PositionalEmbedding(d_model, max_positions, learned_positions)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        return self.embed_vectors(self.tokens(tokens) * self.scale, offset)
+
+    def embed_vectors(self, vectors: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Add positions to already-embedded (scaled) vectors; NAT decoders feed these directly."""
+        return self.dropout(vectors + self.positions(vectors.size(1), offset))
+
+
+def make_embedding(vocab_size: int, d_model: int, pad_id: int) -> nn.Embedding:
+    embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+    nn.init.normal_(embedding.weight, mean=0.0, std=d_model ** -0.5)
+    with torch.no_grad():
+        embedding.weight[pad_id].zero_()
+    return embedding
+
+
+def padding_to_attn_mask(padding_mask: torch.Tensor) -> torch.Tensor:
+    """(B,T) True-at-padding → (B,1,1,T) True-where-attention-is-allowed, for SDPA."""
+    return (~padding_mask)[:, None, None, :]

@@ -1,0 +1,215 @@
+"""One registry per module kind, and `build()` that turns a config dict into an object.
+
+A config is a plain dict whose `class` key names a registered class; the other keys are the
+constructor's keyword arguments. Values are checked against the constructor's type hints, so a
+typo or a wrong type fails at start-up with the full config path (`task.model.encoder.num_layers`)
+rather than an hour into training. Nothing here ever `eval`s a value.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+import typing
+from typing import Any, Callable, Dict, Type
+
+from paragen.errors import ConfigError
+
+KINDS = (
+    "task", "model", "encoder", "decoder", "search", "generator", "criterion", "dataset",
+    "sampler", "dataloader", "tokenizer", "trainer", "evaluator", "metric", "optimizer",
+    "lr_scheduler",
+)
+
+_REGISTRIES: Dict[str, Dict[str, type]] = {kind: {} for kind in KINDS}
+
+
+def _closest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def register(kind: str, name: str | None = None) -> Callable[[type], type]:
+    """Class decorator: `@register("model")`. Lookup is by class name, case-insensitive."""
+    if kind not in _REGISTRIES:
+        raise ValueError(f"unknown registry kind {kind!r}; kinds are {', '.join(KINDS)}")
+
+    def decorator(cls: type) -> type:
+        key = (name or cls.__name__).lower()
+        existing = _REGISTRIES[kind].get(key)
+        if existing is not None and existing is not cls:
+            raise ValueError(
+                f"{kind} {cls.__name__!r} is already registered by {existing.__module__}")
+        _REGISTRIES[kind][key] = cls
+        return cls
+
+    return decorator
+
+
+def registered(kind: str) -> Dict[str, type]:
+    """The classes registered for a kind, keyed by lower-case name."""
+    _import_builtins()
+    return dict(_REGISTRIES[kind])
+
+
+def lookup(kind: str, class_name: str, path: str = "") -> type:
+    _import_builtins()
+    table = _REGISTRIES[kind]
+    cls = table.get(str(class_name).lower())
+    if cls is None:
+        names = sorted(c.__name__ for c in table.values())
+        raise ConfigError(
+            f"{path + '.class' if path else 'class'}: unknown {kind} class {class_name!r}"
+            f"{_closest(str(class_name), names)} (registered: {', '.join(names) or 'none'})")
+    return cls
+
+
+def build(kind: str, config: Dict[str, Any] | None, path: str, **runtime: Any) -> Any:
+    """Build a `kind` object from `config` (a dict with `class`).
+
+    `runtime` holds objects the parent supplies (vocabulary size, a built model, ...): they are
+    passed to the constructor too, but are not user-facing config keys.
+    """
+    if not isinstance(config, dict) or "class" not in config:
+        raise ConfigError(f"{path}: expected a mapping with a 'class' key, got {config!r}")
+    cls = lookup(kind, config["class"], path)
+    kwargs = {k: v for k, v in config.items() if k != "class"}
+    kwargs = check_arguments(cls, kwargs, path, runtime)
+    return cls(**kwargs, **runtime)
+
+
+def check_arguments(cls: type, kwargs: Dict[str, Any], path: str,
+                    runtime: Dict[str, Any] | None = None) -> Dict[str, Any]:
+    """Validate `kwargs` against `cls.__init__`: unknown, missing and mistyped keys."""
+    runtime = runtime or {}
+    signature = inspect.signature(cls.__init__)
+    params = {n: p for n, p in signature.parameters.items()
+              if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    accepts_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+    user_facing = [n for n in params if n not in runtime]
+    for key in kwargs:
+        if key not in params and not accepts_any:
+            raise ConfigError(
+                f"{path}.{key}: unexpected key for {cls.__name__}{_closest(key, user_facing)}"
+                f" (valid keys: {', '.join(user_facing)})")
+    for name, p in params.items():
+        if p.default is p.empty and name not in kwargs and name not in runtime:
+            raise ConfigError(f"{path}.{name}: missing required key for {cls.__name__}")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable forward references: skip type checks, keep the rest
+        hints = {}
+    checked = dict(kwargs)
+    for key, value in kwargs.items():
+        if key in hints:
+            checked[key] = coerce(value, hints[key], f"{path}.{key}")
+    return checked
+
+
+def coerce(value: Any, hint: Any, path: str) -> Any:
+    """Check `value` against a type hint; convert only lossless cases (int→float, '5e-4'→float).
+
+    PyYAML reads `5e-4` (no dot) as a string, which every ML config contains, so a float-typed
+    key accepts a numeric string. Anything else of the wrong type is an error.
+    """
+    if hint is Any or value is None and _allows_none(hint):
+        return value
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return coerce(value, option, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{path}: expected {_type_name(hint)}, got {value!r}")
+    if origin is typing.Literal:
+        if value in typing.get_args(hint):
+            return value
+        raise ConfigError(f"{path}: expected one of {list(typing.get_args(hint))}, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            args = typing.get_args(hint)
+            if args and args[-1] is not Ellipsis and origin is tuple and len(args) == len(value):
+                return tuple(coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+            if args:
+                inner = args[0]
+                items = [coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+                return tuple(items) if origin is tuple else items
+            return value
+    elif origin is dict or hint is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        return value  # classes, callables and other hints are not checked here
+    raise ConfigError(f"{path}: expected {_type_name(hint)}, got {value!r} ({type(value).__name__})")
+
+
+def _allows_none(hint: Any) -> bool:
+    return hint is type(None) or type(None) in typing.get_args(hint)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+_BUILTINS_IMPORTED = False
+
+
+def _import_builtins() -> None:
+    """Import the core packages so their `@register` decorators run (cheap, idempotent)."""
+    global _BUILTINS_IMPORTED
+    if _BUILTINS_IMPORTED:
+        return
+    _BUILTINS_IMPORTED = True
+    import importlib
+
+    for package in ("tokenizers", "datasets", "samplers", "dataloaders", "encoders", "decoders",
+                    "models", "search", "generators", "criteria", "optim", "lr_schedulers",
+                    "trainers", "metrics", "evaluators", "tasks"):
+        importlib.import_module(f"paragen.{package}")
+
+
+def _decorator_for(kind: str):
+    def decorator(cls: Type | None = None, *, name: str | None = None):
+        if cls is None:
+            return register(kind, name)
+        return register(kind, name)(cls)
+    decorator.__name__ = f"register_{kind}"
+    decorator.__doc__ = f"Register a {kind} class: `@register_{kind}` above the class."
+    return decorator
+
+
+register_task = _decorator_for("task")
+register_model = _decorator_for("model")
+register_encoder = _decorator_for("encoder")
+register_decoder = _decorator_for("decoder")
+register_search = _decorator_for("search")
+register_generator = _decorator_for("generator")
+register_criterion = _decorator_for("criterion")
+register_dataset = _decorator_for("dataset")
+register_sampler = _decorator_for("sampler")
+register_dataloader = _decorator_for("dataloader")
+register_tokenizer = _decorator_for("tokenizer")
+register_trainer = _decorator_for("trainer")
+register_evaluator = _decorator_for("evaluator")
+register_metric = _decorator_for("metric")
+register_optimizer = _decorator_for("optimizer")
+register_lr_scheduler = _decorator_for("lr_scheduler")
