@@ -1,0 +1,8 @@
+"""Datasets: read raw text files into indexable samples, failing loudly on bad input.
+
+Importing this package registers its classes with `paragen.registry`.
+"""
+from paragen.datasets.text import (JsonlDataset, ParallelTextDataset, TextDataset,
+                                   read_lines)
+
+__all__ = ["JsonlDataset", "ParallelTextDataset", "TextDataset", "read_lines"]

@@ -1,0 +1,4 @@
+"""Samplers: group sample indices into token-budgeted batches. Importing registers them."""
+from paragen.samplers.samplers import BucketSampler, SequentialSampler, pack_sorted
+
+__all__ = ["BucketSampler", "SequentialSampler", "pack_sorted"]

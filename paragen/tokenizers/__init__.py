@@ -1,0 +1,4 @@
+"""Tokenizers: text ↔ integer ids. Importing this package registers its classes."""
+from paragen.tokenizers.sentencepiece import SentencePieceTokenizer
+
+__all__ = ["SentencePieceTokenizer"]

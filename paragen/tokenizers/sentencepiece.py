@@ -1,0 +1,109 @@
+"""SentencePiece subword tokenizer with fixed special ids (pad=0, unk=1, bos=2, eos=3).
+
+Fixing the special ids lets models and collate functions use them without asking the tokenizer,
+and makes every model trained by `learn` interchangeable at that level.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Iterable, List, Sequence
+
+import sentencepiece as spm
+
+from paragen.errors import DataError
+from paragen.registry import register_tokenizer
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def _as_list(ids: Iterable[int]) -> List[int]:
+    """Accept lists, numpy arrays and tensors alike (model outputs are usually tensors)."""
+    return ids.tolist() if hasattr(ids, "tolist") else list(ids)
+
+
+@register_tokenizer
+class SentencePieceTokenizer:
+    """Wraps a trained `.model` file; batch methods use sentencepiece's own thread pool."""
+
+    def __init__(self, model: str) -> None:
+        if not os.path.isfile(model):
+            raise DataError(f"{model}: SentencePiece model not found; train one with "
+                            "`paragen build-tokenizer`")
+        self.model = model
+        self._sp = spm.SentencePieceProcessor(model_file=model)
+        self._special = frozenset(
+            i for i in (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id()) if i >= 0)
+
+    @property
+    def pad_id(self) -> int:
+        return self._sp.pad_id()
+
+    @property
+    def unk_id(self) -> int:
+        return self._sp.unk_id()
+
+    @property
+    def bos_id(self) -> int:
+        return self._sp.bos_id()
+
+    @property
+    def eos_id(self) -> int:
+        return self._sp.eos_id()
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode(self, text: str) -> List[int]:
+        """Subword ids without bos/eos: the task decides where those go."""
+        return self._sp.encode(text, out_type=int)
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        """Encode many sentences in one call, on all of sentencepiece's threads."""
+        return self._sp.encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text for `ids`, ignoring pad/bos/eos so padded model output decodes cleanly."""
+        return self._sp.decode([i for i in _as_list(ids) if i not in self._special])
+
+    def decode_batch(self, batch: Iterable[Iterable[int]]) -> List[str]:
+        special = self._special
+        cleaned = [[i for i in _as_list(ids) if i not in special] for ids in batch]
+        return self._sp.decode(cleaned, num_threads=os.cpu_count() or 1)
+
+    @staticmethod
+    def learn(inputs: List[str], model_prefix: str, vocab_size: int = 8000,
+              model_type: str = "unigram", character_coverage: float = 1.0,
+              input_sentence_size: int = 0, threads: int = 2) -> str:
+        """Train a model on the text files `inputs`; return the path of `<model_prefix>.model`.
+
+        Training writes to a temporary prefix beside the target and renames both files at the
+        end, so an interrupted run never leaves a truncated model that a later run would load.
+        `input_sentence_size=0` trains on every line; a positive value samples that many.
+        """
+        missing = [path for path in inputs if not os.path.isfile(path)]
+        if missing:
+            raise DataError(f"tokenizer training input not found: {', '.join(missing)}")
+        directory = os.path.dirname(os.path.abspath(model_prefix))
+        os.makedirs(directory, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(prefix=os.path.basename(model_prefix) + ".", dir=directory)
+        os.close(fd)
+        os.unlink(scratch)  # only its unique name is used, as the temporary prefix
+        try:
+            spm.SentencePieceTrainer.train(
+                input=list(inputs), model_prefix=scratch, vocab_size=vocab_size,
+                model_type=model_type, character_coverage=character_coverage,
+                input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
+                num_threads=threads, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                minloglevel=2)
+        except RuntimeError as err:  # e.g. vocab_size larger than the data allows
+            raise DataError(f"SentencePiece training on {', '.join(inputs)} failed: {err}") from None
+        else:
+            os.replace(scratch + ".vocab", model_prefix + ".vocab")
+            os.replace(scratch + ".model", model_prefix + ".model")
+        finally:
+            for suffix in (".model", ".vocab"):
+                if os.path.exists(scratch + suffix):
+                    os.unlink(scratch + suffix)
+        return model_prefix + ".model"
