@@ -1,0 +1,1 @@
+"""`paragen <verb>` implementations: each module exposes `add_arguments(parser)` and `run(args)`."""

@@ -1,0 +1,138 @@
+"""`paragen prepare-data --dataset multi30k --output DIR [--download | --source DIR]`.
+
+Puts a dataset's files, under the names configs expect, into one folder: either copied from a
+local folder (the default: `$PARAGEN_DATA/multi30k`, else `../shared/data/multi30k`) or
+downloaded. Downloads are checked against sha256 hashes of the decompressed files, so a changed
+or corrupted upstream file is an error instead of a silently different benchmark. Every file is
+written to a temporary name and renamed, so an interrupted run never leaves a partial file.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from typing import Callable, Dict, List, Tuple
+
+from paragen.errors import DataError
+
+MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw"
+# local split name -> remote file stem
+MULTI30K_SPLITS = {"train": "train", "valid": "val", "test2016": "test_2016_flickr"}
+MULTI30K_LANGS = ("de", "en", "fr", "cs")
+# sha256 of each decompressed file in data/task1/raw of the upstream repository.
+MULTI30K_SHA256: Dict[str, str] = {
+    "train.de": "2c2b73fd2b548fbcde3a875e0a78d6ee94d498bfdee6bd3eae3945779e9ddf72",
+    "train.en": "460a15fbd157e34a7a9957ee388c1ca247fe47af3ef25fb50442af6c274e0fc6",
+    "train.fr": "5925a3c18f1587b6b54b87743106e6e8ab93618edb6f65d19eac0621f853a10d",
+    "train.cs": "2be68b38c8d586ff4f54eb13cc6e1baaaa053695b3f070d3038303a47f2268da",
+    "valid.de": "660e09eb7e1da2f856ea13ee5ad3cf6d36b3d5b0b733c857e94c5747a3dfc660",
+    "valid.en": "1f2a23d992769b5b3d209b0a10dd0b77c08cceb1f20dfb97ed0aafa49d107227",
+    "valid.fr": "5304e444d842e962b2dda4d816b70b22a1765b15401642b7ca37a67477e708dc",
+    "valid.cs": "d53827e469b0a1ca8d57e9e26b2b64c4bc4b33f5479c7b03ae87ae5c882c3e33",
+    "test2016.de": "4be6b5b3236b79c25475c6bb829800a7ce559e9ba7a1f6c2394fe4d40be46d16",
+    "test2016.en": "399a4382932c1aadd3ceb9bef1008d388a64c76d4ae4e9d4728c6f4301cac182",
+    "test2016.fr": "cb3160d69b002bb638e66cc7612fcd56cb0af82eadc9c142dedc438afb885ef6",
+    "test2016.cs": "45adb85f688de8407fddcbe1b36dca15d12aab868149b337e2576f2d6d2ff8d8",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=["multi30k"], default="multi30k")
+    parser.add_argument("--output", required=True, help="folder to write the files into")
+    parser.add_argument("--source", default=None,
+                        help="local folder to copy from (default: $PARAGEN_DATA/multi30k, "
+                             "else ../shared/data/multi30k)")
+    parser.add_argument("--download", action="store_true",
+                        help="download from --base-url instead of copying from --source")
+    parser.add_argument("--base-url", default=MULTI30K_URL,
+                        help="folder URL holding train.L.gz, val.L.gz, test_2016_flickr.L.gz")
+    parser.add_argument("--langs", nargs="+", choices=MULTI30K_LANGS, default=["de", "en"])
+
+
+def run(args: argparse.Namespace) -> int:
+    files = multi30k_files(args.langs)
+    if args.download:
+        download(files, args.base_url, args.output)
+    else:
+        copy([local for local, _ in files], args.source or default_source(), args.output)
+    return 0
+
+
+def default_source() -> str:
+    """Resolved at run time so that $PARAGEN_DATA set after import is honoured."""
+    root = os.environ.get("PARAGEN_DATA", os.path.join("..", "shared", "data"))
+    return os.path.join(root, "multi30k")
+
+
+def multi30k_files(langs: List[str]) -> List[Tuple[str, str]]:
+    """(local name, remote name) pairs, e.g. ('valid.de', 'val.de.gz')."""
+    return [(f"{split}.{lang}", f"{remote}.{lang}.gz")
+            for split, remote in MULTI30K_SPLITS.items() for lang in langs]
+
+
+def copy(names: List[str], source: str, output: str) -> None:
+    missing = [name for name in names if not os.path.isfile(os.path.join(source, name))]
+    if missing:
+        raise DataError(f"{source}: missing {', '.join(missing)} (use --source DIR to point at "
+                        "the folder holding them, or --download)")
+    os.makedirs(output, exist_ok=True)
+    for name in names:
+        origin = os.path.join(source, name)
+        _write_atomically(os.path.join(output, name),
+                          lambda handle, origin=origin: _copy_into(origin, handle))
+        print(f"{name}: copied from {origin}")
+
+
+def download(files: List[Tuple[str, str]], base_url: str, output: str) -> None:
+    os.makedirs(output, exist_ok=True)
+    for local, remote in files:
+        url = f"{base_url.rstrip('/')}/{remote}"
+        content = _verified(local, url, _fetch(url))
+        _write_atomically(os.path.join(output, local), lambda handle: handle.write(content))
+        lines = content.count(b"\n")
+        print(f"{local}: downloaded from {url} ({lines} lines, sha256 ok)")
+
+
+def _fetch(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.read()
+    except (urllib.error.URLError, OSError) as err:
+        raise DataError(f"{url}: download failed ({err})") from None
+
+
+def _verified(name: str, url: str, compressed: bytes) -> bytes:
+    """Decompress and check the hash; raise before anything is written for this file."""
+    try:
+        content = gzip.decompress(compressed)
+    except (OSError, EOFError) as err:
+        raise DataError(f"{url}: not a valid gzip file ({err})") from None
+    actual = hashlib.sha256(content).hexdigest()
+    expected = MULTI30K_SHA256[name]
+    if actual != expected:
+        raise DataError(f"{name}: sha256 mismatch for {url}: expected {expected}, got {actual}")
+    return content
+
+
+def _copy_into(origin: str, handle) -> None:
+    with open(origin, "rb") as source:
+        shutil.copyfileobj(source, handle)
+
+
+def _write_atomically(path: str, write: Callable) -> None:
+    """Write through `write(handle)` to a temporary file beside `path`, then rename it."""
+    fd, scratch = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.chmod(scratch, 0o644)  # mkstemp's 0600 is meant for secrets, not data sets
+        os.replace(scratch, path)
+    except BaseException:
+        os.unlink(scratch)
+        raise
