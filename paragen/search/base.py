@@ -1,0 +1,140 @@
+"""What every AR search shares: per-sentence length limits, the eos/pad rules, the cache helpers,
+and the one-hypothesis-per-sentence decoding loop that greedy and sampling both run.
+
+Length rules (identical for all searches, so that beam 1, greedy and top-k 1 agree exactly):
+  * sentence i may emit at most `max_len[i] = int(maxlen_a * src_len[i] + maxlen_b)` tokens
+    before its eos, where `src_len[i]` counts its non-pad source tokens (per sentence, not per
+    batch, so padding never changes a sentence's output);
+  * at step `max_len[i]` only eos is allowed (forced, and scored with the model's eos log-prob);
+  * before step `min_len` eos is blocked, unless it is forced;
+  * pad is never generated.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+Cache = List[dict]
+
+
+def select_rows(cache: Cache, index: torch.Tensor) -> None:
+    """Keep rows `index` of every cached tensor (self- and cross-attention alike).
+
+    Used when finished sentences leave the batch: unlike `decoder.reorder_cache`, which only
+    touches the self-attention K/V, dropping rows must also shrink the cross-attention K/V.
+    Every cache entry is batch-first, so this does not depend on the layer's key names.
+    """
+    for layer_cache in cache:
+        for key, value in layer_cache.items():
+            layer_cache[key] = value.index_select(0, index)
+
+
+def decoder_max_positions(decoder: nn.Module) -> Optional[int]:
+    """The decoder's position table size, if it exposes one: lengths are clamped to fit it."""
+    positions = getattr(getattr(decoder, "embed", None), "positions", None)
+    weight = getattr(positions, "weight", None)
+    return None if weight is None else int(weight.size(0))
+
+
+class Search(nn.Module):
+    """Holds the length settings and applies the length/eos/pad rules to step log-probs."""
+
+    def __init__(self, maxlen_a: float = 1.2, maxlen_b: int = 10, min_len: int = 0):
+        super().__init__()
+        if maxlen_a < 0 or maxlen_b < 0 or min_len < 0:
+            raise ValueError(f"maxlen_a ({maxlen_a}), maxlen_b ({maxlen_b}) and min_len "
+                             f"({min_len}) must be non-negative")
+        self.maxlen_a, self.maxlen_b, self.min_len = float(maxlen_a), int(maxlen_b), int(min_len)
+
+    def max_lengths(self, decoder: nn.Module, memory_padding: torch.Tensor) -> torch.Tensor:
+        """(B,) longest output (eos excluded) per sentence, from its own source length.
+
+        float64 makes `int(a * n + b)` agree with Python's arithmetic (1.2 * 5 is 6.0 there, but
+        6.0000002 in float32). Step `max_len` feeds position `max_len` to the decoder, so the
+        limit is clamped to the position table.
+        """
+        src_len = (~memory_padding).sum(1, dtype=torch.float64)
+        max_len = (self.maxlen_a * src_len + self.maxlen_b).long()
+        table = decoder_max_positions(decoder)
+        return max_len if table is None else max_len.clamp_(max=table - 1)
+
+    def constrain_(self, lprobs: torch.Tensor, step: int, row_max_len: torch.Tensor,
+                   min_max_len: int, eos_id: int, pad_id: int) -> None:
+        """Apply the length/eos/pad rules in place to step `step`'s (N,V) log-probs.
+
+        `min_max_len` (the smallest entry of `row_max_len`, a Python int) lets the common step,
+        where no row is at its limit, skip building the forced-eos mask.
+        """
+        lprobs[:, pad_id] = -torch.inf
+        forced = row_max_len.le(step) if step >= min_max_len else None
+        if step < self.min_len:
+            if forced is None:
+                lprobs[:, eos_id] = -torch.inf
+            else:
+                lprobs[:, eos_id].masked_fill_(~forced, -torch.inf)
+        if forced is not None:
+            not_eos = torch.ones(lprobs.size(1), dtype=torch.bool, device=lprobs.device)
+            not_eos[eos_id] = False
+            lprobs.masked_fill_(forced[:, None] & not_eos, -torch.inf)
+
+
+def step_log_probs(decoder: nn.Module, last: torch.Tensor, memory: torch.Tensor,
+                   memory_padding: torch.Tensor, cache: Cache) -> torch.Tensor:
+    """(N,V) float32 log-probs of the next token, feeding only the newest token to the cache."""
+    logits = decoder(last[:, None], memory, memory_padding, cache=cache)[:, -1]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+class IncrementalSearch(Search):
+    """One hypothesis per sentence, extended by `choose` each step: greedy and sampling.
+
+    Sentences that emit eos leave the batch at once (their rows are dropped from the memory
+    and the cache), so a long sentence does not make the finished ones keep costing compute.
+    """
+
+    def choose(self, lprobs: torch.Tensor) -> torch.Tensor:
+        """(N,) next tokens from constrained (N,V) log-probs."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, decoder: nn.Module, memory: torch.Tensor, memory_padding: torch.Tensor, *,
+                bos_id: int, eos_id: int, pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B,T) (no bos, no eos, pad-filled) and scores (B,): summed log-probs incl. eos."""
+        bsz, device = memory.size(0), memory.device
+        max_len = self.max_lengths(decoder, memory_padding)
+        num_steps = int(max_len.max()) + 1
+        out = torch.full((bsz, num_steps), pad_id, dtype=torch.long, device=device)
+        out_scores = torch.zeros(bsz, device=device)
+        out_len = torch.zeros(bsz, dtype=torch.long, device=device)
+
+        rows = torch.arange(bsz, device=device)  # original sentence index of each live row
+        tokens = torch.empty(bsz, 0, dtype=torch.long, device=device)
+        scores = torch.zeros(bsz, device=device)
+        last = torch.full((bsz,), bos_id, dtype=torch.long, device=device)
+        min_max_len = int(max_len.min())
+        cache = decoder.init_cache()
+        for step in range(num_steps):
+            lprobs = step_log_probs(decoder, last, memory, memory_padding, cache)
+            self.constrain_(lprobs, step, max_len, min_max_len, eos_id, pad_id)
+            last = self.choose(lprobs)
+            scores += lprobs.gather(1, last[:, None]).squeeze(1)
+            ended = last.eq(eos_id)
+            if bool(ended.any()):
+                done = rows[ended]
+                out[done, :step] = tokens[ended]
+                out_scores[done], out_len[done] = scores[ended], step
+                keep = (~ended).nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    break
+                rows, tokens, scores, last, max_len, memory, memory_padding = (
+                    t.index_select(0, keep)
+                    for t in (rows, tokens, scores, last, max_len, memory, memory_padding))
+                select_rows(cache, keep)
+                min_max_len = int(max_len.min())
+            tokens = torch.cat([tokens, last[:, None]], dim=1)
+        return out[:, :int(out_len.max())], out_scores
+
+    def extra_repr(self) -> str:
+        return f"maxlen_a={self.maxlen_a}, maxlen_b={self.maxlen_b}, min_len={self.min_len}"
