@@ -64,7 +64,7 @@ def lookup(kind: str, class_name: str, path: str = "") -> type:
     return cls
 
 
-def build(kind: str, config: Dict[str, Any] | None, path: str, **runtime: Any) -> Any:
+def build(kind: str, config: Dict[str, Any] | None, path: str, /, **runtime: Any) -> Any:
     """Build a `kind` object from `config` (a dict with `class`).
 
     `runtime` holds objects the parent supplies (vocabulary size, a built model, ...): they are

@@ -20,6 +20,7 @@ from paragen.registry import register_decoder
 class TransformerDecoder(nn.Module):
     def __init__(self, num_layers: int = 6, d_model: int = 512, num_heads: int = 8,
                  ffn_dim: int = 2048, dropout: float = 0.1, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0,
                  activation: str = "relu", pre_norm: bool = False, learned_positions: bool = False,
                  max_positions: int = 1024, causal: bool = True, *, vocab_size: int, pad_id: int,
                  embed: Optional[nn.Embedding] = None, share_output_embedding: bool = True):
@@ -28,8 +29,8 @@ class TransformerDecoder(nn.Module):
         self.embed = TokenEmbedding(vocab_size, d_model, pad_id, max_positions, learned_positions,
                                     dropout, embed)
         self.layers = nn.ModuleList(
-            TransformerLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout, activation,
-                             pre_norm, cross_attention=True) for _ in range(num_layers))
+            TransformerLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout,
+                             activation_dropout, activation, pre_norm, cross_attention=True) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
         self.output_projection = nn.Linear(d_model, vocab_size, bias=False)
         if share_output_embedding:
@@ -38,7 +39,8 @@ class TransformerDecoder(nn.Module):
             nn.init.normal_(self.output_projection.weight, std=d_model ** -0.5)
 
     def forward(self, tokens: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
-                cache: Optional[List[LayerCache]] = None) -> torch.Tensor:
+                cache: Optional[List[LayerCache]] = None, return_hidden: bool = False
+                ) -> torch.Tensor:
         """Logits (B,T,V) for target-side `tokens` (B,T).
 
         With `cache` (one dict per layer, see `init_cache`) only the new positions are given:
@@ -46,7 +48,8 @@ class TransformerDecoder(nn.Module):
         """
         offset = cache[0]["k"].size(2) if cache is not None and "k" in cache[0] else 0
         x = self.embed(tokens, offset)
-        return self.forward_embedded(x, memory, memory_padding, cache=cache)
+        return self.forward_embedded(x, memory, memory_padding, cache=cache,
+                                     return_hidden=return_hidden)
 
     def forward_embedded(self, x: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
                          target_padding: Optional[torch.Tensor] = None,

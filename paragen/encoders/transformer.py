@@ -14,6 +14,7 @@ from paragen.registry import register_encoder
 class TransformerEncoder(nn.Module):
     def __init__(self, num_layers: int = 6, d_model: int = 512, num_heads: int = 8,
                  ffn_dim: int = 2048, dropout: float = 0.1, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0,
                  activation: str = "relu", pre_norm: bool = False, learned_positions: bool = False,
                  max_positions: int = 1024, *, vocab_size: int, pad_id: int,
                  embed: Optional[nn.Embedding] = None):
@@ -22,8 +23,8 @@ class TransformerEncoder(nn.Module):
         self.embed = TokenEmbedding(vocab_size, d_model, pad_id, max_positions, learned_positions,
                                     dropout, embed)
         self.layers = nn.ModuleList(
-            TransformerLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout, activation,
-                             pre_norm, cross_attention=False) for _ in range(num_layers))
+            TransformerLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout,
+                             activation_dropout, activation, pre_norm, cross_attention=False) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
 
     def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -42,6 +42,11 @@ class Seq2Seq(nn.Module):
             from paragen.trainers.checkpoint import load_model_weights
             load_model_weights(self, path)
 
-    def forward(self, src: torch.Tensor, prev_tokens: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, src: torch.Tensor, prev_tokens: torch.Tensor,
+                output_mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Logits (B,T,V); with `output_mask` (B,T) only the selected positions, as (N,V)."""
         memory, memory_padding = self.encoder(src)
-        return {"logits": self.decoder(prev_tokens, memory, memory_padding)}
+        if output_mask is None:
+            return {"logits": self.decoder(prev_tokens, memory, memory_padding)}
+        hidden = self.decoder(prev_tokens, memory, memory_padding, return_hidden=True)
+        return {"logits": self.decoder.output_projection(hidden[output_mask])}

@@ -64,6 +64,12 @@ class MultiheadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
+    """Two linear maps with an activation between; `dropout` acts on the (wide) hidden layer.
+
+    That inner dropout defaults to 0 (as fairseq's `activation_dropout`): on CPU, sampling a
+    mask over the ffn_dim-wide activations costs more than the regularisation is worth.
+    """
+
     def __init__(self, d_model: int, ffn_dim: int, dropout: float, activation: str):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(d_model, ffn_dim), nn.Linear(ffn_dim, d_model)
@@ -91,14 +97,15 @@ class TransformerLayer(nn.Module):
     """Self-attention (+ cross-attention when `cross_attention`) + feed-forward."""
 
     def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float,
-                 attention_dropout: float, activation: str, pre_norm: bool, cross_attention: bool):
+                 attention_dropout: float, activation_dropout: float, activation: str,
+                 pre_norm: bool, cross_attention: bool):
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, num_heads, attention_dropout, True)
         self.self_res = Residual(d_model, dropout, pre_norm)
         self.cross_attn = MultiheadAttention(d_model, num_heads, attention_dropout, False) \
             if cross_attention else None
         self.cross_res = Residual(d_model, dropout, pre_norm) if cross_attention else None
-        self.ffn = FeedForward(d_model, ffn_dim, dropout, activation)
+        self.ffn = FeedForward(d_model, ffn_dim, activation_dropout, activation)
         self.ffn_res = Residual(d_model, dropout, pre_norm)
 
     def forward(self, x: torch.Tensor, self_mask: Optional[torch.Tensor] = None,

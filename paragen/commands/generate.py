@@ -1,0 +1,69 @@
+"""`paragen generate --model DIR < in.de > out.en` (or --input/--output files), batched.
+
+Input is read in chunks, each sorted by length into token-budget batches, and written back in
+input order, so arbitrarily long files stream with bounded memory.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Iterator, List
+
+from paragen.errors import DataError
+from paragen.tasks.loading import load_trained_task
+
+CHUNK_LINES = 10_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint folder or .pt file")
+    parser.add_argument("--input", help="input file (default: stdin)")
+    parser.add_argument("--output", help="output file (default: stdout)")
+    parser.add_argument("--max-tokens", type=int, default=8192, help="token budget per batch")
+    parser.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the config's")
+    parser.add_argument("--lib", action="append", default=[])
+    parser.set_defaults(accepts_overrides=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides) + [
+        "task.dataloader.infer.class=DataLoader",
+        "task.dataloader.infer.sampler.class=BucketSampler",
+        "task.dataloader.infer.sampler.shuffle=false",
+        f"task.dataloader.infer.sampler.max_tokens={args.max_tokens}"]
+    search = None
+    if args.beam is not None:
+        search = ({"class": "GreedySearch"} if args.beam == 1 else
+                  {"class": "BeamSearch", "beam_size": args.beam})
+    task = load_trained_task(args.model, "infer", overrides, libs=args.lib, search=search)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for chunk in _chunks(args.input):
+            out.writelines(line + "\n" for line in task.translate(chunk))
+            out.flush()
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
+def _chunks(path: str | None) -> Iterator[List[str]]:
+    if path:
+        from paragen.datasets import read_lines
+
+        lines = read_lines(path)
+        for start in range(0, len(lines), CHUNK_LINES):
+            yield lines[start:start + CHUNK_LINES]
+        return
+    chunk: List[str] = []
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            chunk.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as err:
+            raise DataError(f"<stdin>:{number}: not valid UTF-8 ({err.reason} at column "
+                            f"{err.start + 1})") from None
+        if len(chunk) == CHUNK_LINES:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

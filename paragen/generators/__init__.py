@@ -1,0 +1,4 @@
+"""Generators: the inference-time model (encoder + search), used by evaluate/generate/serve."""
+from paragen.generators.sequence import SequenceGenerator
+
+__all__ = ["SequenceGenerator"]

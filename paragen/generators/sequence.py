@@ -1,0 +1,25 @@
+"""AR generation: run the encoder once, then a registered search over the decoder."""
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+import torch
+from torch import nn
+
+from paragen.registry import build, register_generator
+
+
+@register_generator
+class SequenceGenerator(nn.Module):
+    def __init__(self, search: Dict[str, Any] = None, *, model: nn.Module, bos_id: int,
+                 eos_id: int, pad_id: int, config_path: str = "task.generator"):
+        super().__init__()
+        self.model = model
+        self.search = build("search", search or {"class": "BeamSearch"}, f"{config_path}.search")
+        self.special = {"bos_id": bos_id, "eos_id": eos_id, "pad_id": pad_id}
+
+    @torch.inference_mode()
+    def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B,S) source ids → (B,T) output ids padded with pad (no bos/eos) and (B,) scores."""
+        memory, memory_padding = self.model.encoder(src)
+        return self.search(self.model.decoder, memory, memory_padding, **self.special)

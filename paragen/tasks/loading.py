@@ -1,0 +1,50 @@
+"""Rebuild a trained task from a checkpoint folder (config, tokenizer and weights live there)."""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Dict, List, Optional
+
+from paragen.config import apply_overrides, parse_overrides
+from paragen.errors import DataError
+from paragen.trainers.checkpoint import load_checkpoint
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A folder means its best.pt (else last.pt); a file is used as is."""
+    if os.path.isdir(path):
+        for name in ("best.pt", "average.pt", "last.pt"):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise DataError(f"{path}: no best.pt, average.pt or last.pt in this folder")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: model folder or checkpoint not found")
+    return path
+
+
+def load_trained_task(model: str, mode: str, overrides: List[str] = (),
+                      data: Optional[Dict[str, Any]] = None, libs: List[str] = (),
+                      search: Optional[Dict[str, Any]] = None):
+    """Build the task stored in a checkpoint, in `mode` (`infer` or `evaluate`), with its weights.
+
+    `data` replaces the stored data splits (evaluate on other files); overrides apply last, so
+    `--task.generator.search.beam_size 8` widens the beam; `search` replaces the whole search
+    config (switching class, e.g. beam → greedy, changes which keys are valid).
+    """
+    from paragen.commands.train import build_task
+
+    checkpoint = resolve_checkpoint(model)
+    config = copy.deepcopy(load_checkpoint(checkpoint)["config"])
+    task_cfg = config["task"]
+    task_cfg["mode"] = mode
+    task_cfg["model"]["path"] = os.path.abspath(checkpoint)
+    for key in ("trainer", "criterion"):
+        task_cfg.pop(key, None)
+    if search is not None:
+        task_cfg.setdefault("generator", {"class": "SequenceGenerator"})["search"] = search
+    if data is not None:
+        task_cfg["data"] = data
+    elif "data" in task_cfg:
+        task_cfg["data"] = {k: v for k, v in task_cfg["data"].items() if k != "train"}
+    config = apply_overrides(config, parse_overrides(overrides))
+    return build_task(config, libs, base_dir=os.path.dirname(os.path.abspath(checkpoint)))

@@ -1,0 +1,224 @@
+"""Translation: the task that assembles every component from the config and runs it.
+
+    config ─→ TranslationTask.build()
+                ├ tokenizer(s)            text ⇄ ids
+                ├ datasets → samples      ids per split (train/valid/test...)
+                ├ dataloaders             sampler batches → padded tensors
+                ├ model, criterion        trained by the trainer
+                ├ generator (+ search)    used by validation, evaluate, generate
+                └ evaluator (metrics)     BLEU / chrF on detokenized text
+            task.run() → trainer.train(task) or task.evaluate()
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any, Dict, List, Literal, Optional
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from paragen.errors import ConfigError
+from paragen.evaluators import generate_in_order
+from paragen.registry import build, register_task
+
+logger = logging.getLogger("paragen")
+
+_DEFAULT_LOADERS = {
+    "train": {"class": "DataLoader", "sampler": {"class": "BucketSampler", "max_tokens": 4096}},
+    "eval": {"class": "DataLoader",
+             "sampler": {"class": "BucketSampler", "max_tokens": 8192, "shuffle": False}},
+}
+
+
+@register_task
+class TranslationTask:
+    def __init__(self, src: str, tgt: str, tokenizer: Dict[str, Any], model: Dict[str, Any],
+                 data: Dict[str, Dict[str, Any]] = None, dataloader: Dict[str, Any] = None,
+                 criterion: Dict[str, Any] = None, trainer: Dict[str, Any] = None,
+                 generator: Dict[str, Any] = None, evaluator: Dict[str, Any] = None,
+                 mode: Literal["train", "evaluate", "infer"] = "train", maxlen: int = 256,
+                 output_dir: Optional[str] = None, *, env, config: Dict[str, Any],
+                 base_dir: str = "."):
+        self.src, self.tgt, self.mode, self.maxlen, self.env = src, tgt, mode, maxlen, env
+        self.config, self.base_dir = config, base_dir
+        self.cfg = {"tokenizer": tokenizer, "model": model, "data": data or {},
+                    "dataloader": dataloader or {}, "criterion": criterion,
+                    "trainer": trainer, "generator": generator, "evaluator": evaluator}
+        self.output_dir = output_dir
+
+    # ------------------------------------------------------------------ build
+    def build(self) -> "TranslationTask":
+        self._build_tokenizers()
+        pad = self.tgt_tokenizer.pad_id
+        self.model = build("model", self.cfg["model"], "task.model",
+                           src_vocab_size=self.src_tokenizer.vocab_size,
+                           tgt_vocab_size=self.tgt_tokenizer.vocab_size, pad_id=pad)
+        self.model.to(self.env.device)
+        logger.info("model %s: %.2fM parameters", type(self.model).__name__,
+                    sum(p.numel() for p in self.model.parameters()) / 1e6)
+        self.generator = build("generator", self.cfg["generator"] or {"class": "SequenceGenerator"},
+                               "task.generator", model=self.model, bos_id=self.tgt_tokenizer.bos_id,
+                               eos_id=self.tgt_tokenizer.eos_id, pad_id=pad)
+        if self.mode == "infer":
+            return self
+        self.evaluator = build("evaluator", self.cfg["evaluator"] or {"class": "Evaluator"},
+                               "task.evaluator")
+        self.splits = {name: self._load_split(name, cfg) for name, cfg in self.cfg["data"].items()}
+        self.loaders = {name: self._build_loader(name) for name in self.splits}
+        if self.mode == "train":
+            if "train" not in self.splits:
+                raise ConfigError("task.data.train: training needs a 'train' split")
+            self.train_loader = self.loaders["train"]
+            self.criterion = build("criterion", self.cfg["criterion"] or
+                                   {"class": "LabelSmoothedCrossEntropy"}, "task.criterion",
+                                   pad_id=pad)
+            if self.cfg["trainer"] is None:
+                raise ConfigError("task.trainer: training needs a trainer section")
+            self.trainer = build("trainer", self.cfg["trainer"], "task.trainer", env=self.env)
+            self._make_model_dir(self.trainer.save_dir)
+        return self
+
+    def _build_tokenizers(self) -> None:
+        cfg = self.cfg["tokenizer"]
+        if "class" in cfg:  # one joint tokenizer
+            self.src_tokenizer = self.tgt_tokenizer = self._tokenizer(cfg, "task.tokenizer")
+        else:
+            missing = [lang for lang in (self.src, self.tgt) if lang not in cfg]
+            if missing:
+                raise ConfigError(f"task.tokenizer: give one tokenizer (with 'class') or one per "
+                                  f"language; missing {missing}")
+            self.src_tokenizer = self._tokenizer(cfg[self.src], f"task.tokenizer.{self.src}")
+            self.tgt_tokenizer = self._tokenizer(cfg[self.tgt], f"task.tokenizer.{self.tgt}")
+
+    def _tokenizer(self, cfg: Dict[str, Any], path: str):
+        cfg = dict(cfg)
+        if "model" in cfg:  # relative to the model folder when loaded from a checkpoint
+            cfg["model"] = os.path.join(self.base_dir, cfg["model"])
+        return build("tokenizer", cfg, path)
+
+    def _make_model_dir(self, save_dir: str) -> None:
+        """Copy tokenizer models next to the checkpoints and point the stored config at them,
+        so a checkpoint folder is all that generate/evaluate/serve need."""
+        os.makedirs(save_dir, exist_ok=True)
+        cfg = self.config["task"]["tokenizer"]
+        entries = [("", cfg)] if "class" in cfg else [(f".{k}", v) for k, v in cfg.items()]
+        for suffix, entry in entries:
+            if "model" in entry:
+                target = f"tokenizer{suffix}.model"
+                source = os.path.join(self.base_dir, entry["model"])
+                if os.path.abspath(source) != os.path.abspath(os.path.join(save_dir, target)):
+                    shutil.copyfile(source, os.path.join(save_dir, target))
+                entry["model"] = target
+
+    # ------------------------------------------------------------------ data
+    def _load_split(self, name: str, cfg: Dict[str, Any]) -> Dict[str, Any]:
+        dataset = build("dataset", cfg, f"task.data.{name}")
+        sources = [sample[self.src] for sample in dataset]
+        targets = [sample[self.tgt] for sample in dataset]
+        return {"sources": sources, "targets": targets,
+                **self.encode(sources, targets, split=name)}
+
+    def encode(self, sources: List[str], targets: Optional[List[str]] = None,
+               split: str = "input") -> Dict[str, Any]:
+        """Token id tensors: source ids + eos; target bos + ids + eos (sliced by `collate`)."""
+        eos, bos = self.src_tokenizer.eos_id, self.tgt_tokenizer.bos_id
+        limit = self.maxlen - 1
+        src_ids = self.src_tokenizer.encode_batch(sources)
+        truncated = sum(len(ids) > limit for ids in src_ids)
+        encoded = {"src": [torch.tensor(ids[:limit] + [eos]) for ids in src_ids]}
+        lengths = [len(ids) for ids in encoded["src"]]
+        if targets is not None:
+            tgt_ids = self.tgt_tokenizer.encode_batch(targets)
+            truncated += sum(len(ids) > limit for ids in tgt_ids)
+            encoded["tgt"] = [torch.tensor([bos] + ids[:limit] + [self.tgt_tokenizer.eos_id])
+                              for ids in tgt_ids]
+            lengths = [max(s, len(t) - 1) for s, t in zip(lengths, encoded["tgt"])]
+        if truncated:
+            logger.warning("%s: %d sentence(s) longer than maxlen %d tokens were truncated",
+                           split, truncated, self.maxlen)
+        encoded["lengths"] = lengths
+        return encoded
+
+    def collate(self, indices: List[int], split: Dict[str, Any]) -> Dict[str, Any]:
+        pad = self.tgt_tokenizer.pad_id
+        batch = {"ids": torch.tensor(indices),
+                 "src": pad_sequence([split["src"][i] for i in indices], batch_first=True,
+                                     padding_value=pad)}
+        if "tgt" in split:
+            tgt = pad_sequence([split["tgt"][i] for i in indices], batch_first=True,
+                               padding_value=pad)
+            batch["prev_tokens"], batch["target"] = tgt[:, :-1], tgt[:, 1:]
+            batch["ntokens"] = int(batch["target"].ne(pad).sum())
+        return batch
+
+    def _build_loader(self, name: str, split: Optional[Dict[str, Any]] = None):
+        split = split or self.splits[name]
+        default = _DEFAULT_LOADERS["train" if name == "train" else "eval"]
+        cfg = dict(self.cfg["dataloader"].get(name) or default)
+        sampler = build("sampler", cfg.pop("sampler", default["sampler"]),
+                        f"task.dataloader.{name}.sampler")
+        return build("dataloader", cfg, f"task.dataloader.{name}",
+                     samples=list(range(len(split["lengths"]))), lengths=split["lengths"],
+                     sampler=sampler, collate_fn=lambda idx: self.collate(idx, split))
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Dict[str, Any]:
+        if self.mode == "train":
+            return self.trainer.train(self)
+        if self.mode == "evaluate":
+            return self.evaluate()
+        raise ConfigError(f"task.mode: {self.mode!r} cannot be run; use train or evaluate")
+
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
+        """Loss and metrics on every non-train split (keys like `valid.loss`, `valid.bleu`)."""
+        scores: Dict[str, float] = {}
+        self.model.eval()
+        for name, loader in self.loaders.items():
+            if name == "train":
+                continue
+            total = tokens = 0.0
+            with self.env.autocast():
+                for batch in loader.epoch_batches(0):
+                    batch = {k: v.to(self.env.device) if torch.is_tensor(v) else v
+                             for k, v in batch.items()}
+                    _, logs = self.criterion(self.model, batch)
+                    total, tokens = total + logs["loss"], tokens + logs["ntokens"]
+            scores[f"{name}.loss"] = total / max(tokens, 1)
+            for metric, (value, _) in self._score_split(name).items():
+                scores[f"{name}.{metric}"] = value
+        return scores
+
+    def _score_split(self, name: str) -> Dict[str, Any]:
+        split = self.splits[name]
+        hypotheses = generate_in_order(self.generator, self.loaders[name].epoch_batches(0),
+                                       len(split["sources"]), self.decode, self.env)
+        self.last_hypotheses = hypotheses
+        return self.evaluator.score(hypotheses, split["targets"])
+
+    def evaluate(self) -> Dict[str, Any]:
+        results: Dict[str, Any] = {}
+        for name in self.splits:
+            if name == "train":
+                continue
+            scores = self._score_split(name)
+            for metric, (value, signature) in scores.items():
+                results[f"{name}.{metric}"] = value
+                print(f"{name} {metric} = {value:.2f}  ({signature})")
+            if self.output_dir:
+                os.makedirs(self.output_dir, exist_ok=True)
+                with open(os.path.join(self.output_dir, f"{name}.hyp"), "w", encoding="utf-8") as f:
+                    f.writelines(h + "\n" for h in self.last_hypotheses)
+        return results
+
+    def decode(self, token_lists: List[List[int]]) -> List[str]:
+        return self.tgt_tokenizer.decode_batch(token_lists)
+
+    def translate(self, lines: List[str]) -> List[str]:
+        """Translate raw sentences (any order, any lengths) and return outputs in input order."""
+        split = self.encode(lines)
+        loader = self._build_loader("infer", split)
+        return generate_in_order(self.generator, loader.epoch_batches(0), len(lines), self.decode,
+                                 self.env)

@@ -1,0 +1,98 @@
+"""Checkpoint files: atomic writes, safe loads, RNG capture, averaging.
+
+A checkpoint is a dict of tensors and plain Python values only, so it loads with
+`torch.load(weights_only=True)` — no pickled code runs when a file from elsewhere is opened.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+from torch import nn
+
+from paragen.errors import DataError
+
+
+def save_checkpoint(state: Dict[str, Any], path: str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a crash never leaves a
+    half-written checkpoint under the real name."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated file, wrong format, or a pickle with code in it
+        raise DataError(f"{path}: cannot load checkpoint ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0][:200]})") from None
+
+
+def model_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The state dict of the bare model (never DDP's `module.`-prefixed one)."""
+    return getattr(model, "module", model).state_dict()
+
+
+def load_model_weights(model: nn.Module, path_or_paths: str) -> None:
+    """Load weights strictly; a comma-separated list of paths is averaged first."""
+    paths = [p for p in path_or_paths.split(",") if p]
+    state = average_states(paths) if len(paths) > 1 else load_checkpoint(paths[0])["model"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    missing, unexpected = getattr(model, "module", model).load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DataError(f"{path_or_paths}: checkpoint does not match the model "
+                        f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+
+def average_states(paths: List[str]) -> Dict[str, torch.Tensor]:
+    """Element-wise mean of the models' parameters (float math; integer buffers from the last)."""
+    total: Dict[str, torch.Tensor] = {}
+    for path in paths:
+        state = load_checkpoint(path)["model"]
+        if total and state.keys() != total.keys():
+            raise DataError(f"{path}: parameters differ from {paths[0]}")
+        for key, value in state.items():
+            if value.is_floating_point():
+                total[key] = total[key] + value.double() if key in total else value.double()
+            else:
+                total[key] = value
+    return {k: (v / len(paths)).to(torch.float32) if v.is_floating_point() else v
+            for k, v in total.items()}
+
+
+def rng_state() -> Dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                       "has_gauss": has_gauss, "cached": cached}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

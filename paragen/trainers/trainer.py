@@ -1,0 +1,230 @@
+"""The training loop: accumulate → clip → step → schedule, validate, checkpoint, resume.
+
+What the trainer needs from a task (duck-typed, see `TranslationTask`):
+    task.model, task.criterion       the network and its loss
+    task.train_loader                `.epoch_batches(epoch, start)` and `.num_batches(epoch)`
+    task.validate()                  {"valid.loss": ..., "valid.bleu": ...}
+    task.config                      the resolved config, stored in every checkpoint
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from itertools import islice
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+from tqdm import tqdm
+
+from paragen.errors import ParagenError
+from paragen.optim import parameter_groups
+from paragen.registry import build, register_trainer
+from paragen.trainers.checkpoint import (load_checkpoint, model_state, rng_state, save_checkpoint,
+                                         set_rng_state)
+
+logger = logging.getLogger("paragen")
+
+
+class TrainingInterrupted(ParagenError):
+    """Ctrl-C / SIGTERM: a checkpoint was saved; rerunning the same command resumes."""
+
+
+@register_trainer
+class Trainer:
+    def __init__(self, optimizer: Dict[str, Any] = None, lr_scheduler: Dict[str, Any] = None,
+                 max_steps: int = 0, max_epochs: int = 0, max_minutes: float = 0.0,
+                 update_freq: int = 1, clip_norm: float = 0.0, validate_interval: int = 1000,
+                 save_dir: str = "checkpoints", keep_last: int = 5, assess_by: str = "valid.bleu",
+                 early_stopping_patience: int = 0, log_interval: int = 50, resume: bool = True,
+                 *, env):
+        if not (max_steps or max_epochs or max_minutes):
+            raise ParagenError("task.trainer: set at least one of max_steps, max_epochs, max_minutes")
+        self.optimizer_config = optimizer or {"class": "AdamW"}
+        self.scheduler_config = lr_scheduler or {"class": "InverseSquareRoot"}
+        self.max_steps, self.max_epochs, self.max_minutes = max_steps, max_epochs, max_minutes
+        self.update_freq, self.clip_norm = update_freq, clip_norm
+        self.validate_interval, self.save_dir, self.keep_last = validate_interval, save_dir, keep_last
+        self.assess_by, self.patience = assess_by, early_stopping_patience
+        self.higher_is_better = not assess_by.endswith("loss")
+        self.log_interval, self.resume, self.env = log_interval, resume, env
+        self.step = self.epoch = self.batch_in_epoch = self.bad_validations = 0
+        self.best: Optional[float] = None
+        self.train_seconds = 0.0
+
+    # ---------------------------------------------------------------- setup and state
+    def _build_optimization(self, model: torch.nn.Module) -> None:
+        config = dict(self.optimizer_config)
+        weight_decay = float(config.get("weight_decay", 0.0))
+        self.optimizer = build("optimizer", config, "task.trainer.optimizer",
+                               params=parameter_groups(model, weight_decay))
+        self.scheduler = build("lr_scheduler", self.scheduler_config, "task.trainer.lr_scheduler")
+        self.scaler = torch.amp.GradScaler(enabled=self.env.precision == "fp16")
+
+    def state_dict(self, task) -> Dict[str, Any]:
+        return {"model": model_state(task.model), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rng_state(), "config": task.config,
+                "trainer": {"step": self.step, "epoch": self.epoch,
+                            "batch_in_epoch": self.batch_in_epoch, "best": self.best,
+                            "bad_validations": self.bad_validations,
+                            "train_seconds": self.train_seconds}}
+
+    def _restore(self, task, path: str) -> None:
+        state = load_checkpoint(path)
+        task.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        for key, value in state["trainer"].items():
+            setattr(self, key, value)
+        logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step,
+                    self.epoch, self.batch_in_epoch)
+
+    def _save(self, task, name: str) -> None:
+        if self.env.is_main:
+            save_checkpoint(self.state_dict(task), os.path.join(self.save_dir, name))
+
+    # ---------------------------------------------------------------- the loop
+    def train(self, task) -> Dict[str, Any]:
+        os.makedirs(self.save_dir, exist_ok=True)
+        self._build_optimization(task.model)
+        last = os.path.join(self.save_dir, "last.pt")
+        if self.resume and os.path.exists(last):
+            self._restore(task, last)
+        self.metrics_log = open(os.path.join(self.save_dir, "metrics.jsonl"), "a", encoding="utf-8")
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) \
+            if self.env.is_main else None
+        try:
+            return self._train_loop(task)
+        except KeyboardInterrupt:
+            self._save(task, "last.pt")
+            logger.warning("interrupted at step %d: saved %s; rerun the same command to resume",
+                           self.step, last)
+            raise TrainingInterrupted(f"training interrupted at step {self.step}; "
+                                      f"checkpoint saved to {last}") from None
+        finally:
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
+            self.metrics_log.close()
+
+    def _train_loop(self, task) -> Dict[str, Any]:
+        task.model.train()
+        progress = tqdm(total=self.max_steps or None, initial=self.step, unit="step",
+                        disable=self.env.no_progress_bar or not self.env.is_main,
+                        dynamic_ncols=True, mininterval=1.0)
+        window = {"loss": 0.0, "nll_loss": 0.0, "ntokens": 0, "seconds": 0.0}
+        scores: Dict[str, float] = {}
+        while not self._finished():
+            batches = task.train_loader.epoch_batches(self.epoch, start=self.batch_in_epoch)
+            for update in _chunks(batches, self.update_freq):
+                started = time.perf_counter()
+                logs = self._update(task, update)
+                elapsed = time.perf_counter() - started
+                self.train_seconds += elapsed
+                self.batch_in_epoch += len(update)
+                self.step += 1
+                for key in ("loss", "nll_loss", "ntokens"):
+                    window[key] += logs[key]
+                window["seconds"] += elapsed
+                progress.update(1)
+                if self.step % self.log_interval == 0:
+                    self._log_window(window, progress)
+                if self.validate_interval and self.step % self.validate_interval == 0:
+                    scores = self._validate(task)
+                if self._finished():
+                    break
+            else:  # the epoch ran out
+                self.epoch += 1
+                self.batch_in_epoch = 0
+        progress.close()
+        if not scores or scores.get("step") != self.step:
+            scores = self._validate(task)
+        self._save(task, "last.pt")
+        return {**scores, "train_seconds": self.train_seconds}
+
+    def _finished(self) -> bool:
+        return bool((self.max_steps and self.step >= self.max_steps)
+                    or (self.max_epochs and self.epoch >= self.max_epochs)
+                    or (self.max_minutes and self.train_seconds >= 60 * self.max_minutes)
+                    or (self.patience and self.bad_validations >= self.patience))
+
+    def _update(self, task, micro_batches: List[Dict[str, Any]]) -> Dict[str, float]:
+        """One optimizer step over `micro_batches`, each weighted by its share of the tokens,
+        so accumulating N batches equals one batch N times as large."""
+        total_tokens = sum(int(b["ntokens"]) for b in micro_batches)
+        totals = {"loss": 0.0, "nll_loss": 0.0, "ntokens": 0}
+        for batch in micro_batches:
+            batch = {k: v.to(self.env.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with self.env.autocast():
+                loss, logs = task.criterion(task.model, batch)
+            self.scaler.scale(loss * (int(batch["ntokens"]) / total_tokens)).backward()
+            for key in totals:
+                totals[key] += logs[key]
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        if self.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(task.model.parameters(), self.clip_norm)
+        self.lr = self.scheduler.apply(self.optimizer, self.step + 1)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return totals
+
+    # ---------------------------------------------------------------- logging and validation
+    def _log_window(self, window: Dict[str, float], progress: tqdm) -> None:
+        record = {"step": self.step, "epoch": self.epoch, "lr": self.lr,
+                  "loss": window["loss"] / max(window["ntokens"], 1),
+                  "nll_loss": window["nll_loss"] / max(window["ntokens"], 1),
+                  "tokens_per_s": window["ntokens"] / max(window["seconds"], 1e-9),
+                  "train_seconds": round(self.train_seconds, 1)}
+        progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{self.lr:.2e}",
+                             tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+        self._write_record(record)
+        for key in window:
+            window[key] = 0 if key == "ntokens" else 0.0
+
+    def _write_record(self, record: Dict[str, Any]) -> None:
+        if self.env.is_main:
+            self.metrics_log.write(json.dumps(record) + "\n")
+            self.metrics_log.flush()
+
+    def _validate(self, task) -> Dict[str, Any]:
+        scores = task.validate()
+        scores["step"] = self.step
+        value = scores.get(self.assess_by)
+        improved = value is not None and (
+            self.best is None or (value > self.best if self.higher_is_better else value < self.best))
+        if improved:
+            self.best, self.bad_validations = value, 0
+        elif value is not None:
+            self.bad_validations += 1
+        logger.info("step %d | %s | best %s %s", self.step,
+                    " | ".join(f"{k} {v:.3f}" for k, v in scores.items()
+                               if isinstance(v, float)), self.assess_by, self.best)
+        self._write_record({"validation": True, **scores})
+        task.model.train()
+        self._save(task, f"checkpoint_{self.step}.pt")
+        if improved:
+            self._save(task, "best.pt")
+        self._save(task, "last.pt")
+        self._prune_step_checkpoints()
+        return scores
+
+    def _prune_step_checkpoints(self) -> None:
+        if not self.env.is_main:
+            return
+        steps = sorted(int(name[len("checkpoint_"):-3]) for name in os.listdir(self.save_dir)
+                       if name.startswith("checkpoint_") and name.endswith(".pt"))
+        for step in steps[:-self.keep_last] if self.keep_last > 0 else []:
+            os.remove(os.path.join(self.save_dir, f"checkpoint_{step}.pt"))
+
+
+def _chunks(iterator: Iterator, size: int) -> Iterator[List]:
+    iterator = iter(iterator)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
