@@ -107,7 +107,6 @@ class IncrementalSearch(Search):
         num_steps = int(max_len.max()) + 1
         out = torch.full((bsz, num_steps), pad_id, dtype=torch.long, device=device)
         out_scores = torch.zeros(bsz, device=device)
-        out_len = torch.zeros(bsz, dtype=torch.long, device=device)
 
         rows = torch.arange(bsz, device=device)  # original sentence index of each live row
         tokens = torch.empty(bsz, 0, dtype=torch.long, device=device)
@@ -124,7 +123,7 @@ class IncrementalSearch(Search):
             if bool(ended.any()):
                 done = rows[ended]
                 out[done, :step] = tokens[ended]
-                out_scores[done], out_len[done] = scores[ended], step
+                out_scores[done] = scores[ended]
                 keep = (~ended).nonzero().squeeze(1)
                 if keep.numel() == 0:
                     break
@@ -134,7 +133,7 @@ class IncrementalSearch(Search):
                 select_rows(cache, keep)
                 min_max_len = int(max_len.min())
             tokens = torch.cat([tokens, last[:, None]], dim=1)
-        return out[:, :int(out_len.max())], out_scores
+        return out[:, :int(out.ne(pad_id).sum(1).max())], out_scores
 
     def extra_repr(self) -> str:
         return f"maxlen_a={self.maxlen_a}, maxlen_b={self.maxlen_b}, min_len={self.min_len}"

@@ -6,7 +6,9 @@ Per step and sentence, the 2K best (beam, token) extensions are ranked by summed
   * the K best non-eos extensions become the next beams (2K candidates always hold K of them,
     because each beam contributes at most one eos).
 Finished hypotheses live in a fixed (B, K) buffer kept sorted by score; new ones are merged in
-with one `topk`, so no Python loop over sentences or hypotheses is needed.
+with one `topk`, so no Python loop over sentences or hypotheses is needed. (fairseq keeps the
+first K to finish; when a step overfills the buffer we keep the K best, never a worse result.)
+Sentences that are done leave the batch: their rows are dropped from the memory and the cache.
 
 Stopping rule (fairseq's): a sentence is done as soon as it holds K finished hypotheses, or it
 has no live beam left (every extension was eos: always the case at its length limit, where eos
@@ -45,7 +47,6 @@ class BeamSearch(Search):
         num_steps = int(max_len.max()) + 1
         out = torch.full((bsz, num_steps), pad_id, dtype=torch.long, device=device)
         out_scores = torch.zeros(bsz, device=device)
-        out_len = torch.zeros(bsz, dtype=torch.long, device=device)
 
         # Sentence i owns rows i*K .. i*K+K-1 of every (B*K, ...) tensor. The cross-attention
         # K/V the decoder caches on step 0 are then equal within a beam and never reordered.
@@ -61,7 +62,6 @@ class BeamSearch(Search):
         last = torch.full((bsz * k,), bos_id, dtype=torch.long, device=device)
         fin_scores = torch.full((bsz, k), -torch.inf, device=device)  # sorted, best first
         fin_tokens = torch.full((bsz, k, num_steps), pad_id, dtype=torch.long, device=device)
-        fin_len = torch.zeros(bsz, k, dtype=torch.long, device=device)
         rank = torch.arange(2 * k, device=device)
         cache = decoder.init_cache()
 
@@ -69,7 +69,8 @@ class BeamSearch(Search):
             lprobs = step_log_probs(decoder, last, memory, memory_padding, cache)
             self.constrain_(lprobs, step, row_max_len, min_max_len, eos_id, pad_id)
             n, vocab = scores.size(0), lprobs.size(1)
-            cand = (scores.unsqueeze(2) + lprobs.view(n, k, vocab)).view(n, k * vocab)
+            # In place: at B*K x V floats per step, a fresh buffer costs as much as the add.
+            cand = lprobs.view(n, k, vocab).add_(scores.unsqueeze(2)).view(n, k * vocab)
             top_scores, top_idx = cand.topk(2 * k, dim=1)
             top_beam, top_tok = top_idx.div(vocab, rounding_mode="floor"), top_idx.remainder(vocab)
             is_eos = top_tok.eq(eos_id)
@@ -77,15 +78,13 @@ class BeamSearch(Search):
             new_fin = is_eos[:, :k] & top_scores[:, :k].isfinite()
             if bool(new_fin.any()):
                 norm = top_scores[:, :k] / float(step + 1) ** self.lenpen
-                prefix = tokens.view(n, k, step).gather(
-                    1, top_beam[:, :k, None].expand(n, k, step))
                 cand_tokens = torch.full_like(fin_tokens, pad_id)
-                cand_tokens[:, :, :step] = prefix
-                fin_scores, pick = torch.cat([fin_scores, norm.masked_fill(~new_fin, -torch.inf)],
-                                             dim=1).topk(k, dim=1)
+                cand_tokens[:, :, :step] = tokens.view(n, k, step).gather(
+                    1, top_beam[:, :k, None].expand(n, k, step))
+                fin_scores, pick = torch.cat(
+                    [fin_scores, norm.masked_fill_(~new_fin, -torch.inf)], dim=1).topk(k, dim=1)
                 fin_tokens = torch.cat([fin_tokens, cand_tokens], dim=1).gather(
-                    1, pick[:, :, None].expand(n, k, num_steps))
-                fin_len = torch.cat([fin_len, torch.full_like(fin_len, step)], dim=1).gather(1, pick)
+                    1, pick[:, :, None].expand_as(fin_tokens))
 
             # The first K non-eos candidates in rank order continue (eos ones sort last).
             alive = (is_eos.long() * (2 * k) + rank).topk(k, dim=1, largest=False).indices
@@ -96,14 +95,13 @@ class BeamSearch(Search):
             done = fin_scores[:, -1].isfinite() | ~scores[:, 0].isfinite()
             if bool(done.any()):
                 finished = rows[done]
-                out[finished] = fin_tokens[done, 0]
-                out_scores[finished], out_len[finished] = fin_scores[done, 0], fin_len[done, 0]
+                out[finished], out_scores[finished] = fin_tokens[done, 0], fin_scores[done, 0]
                 keep = (~done).nonzero().squeeze(1)
                 if keep.numel() == 0:
                     break
-                rows, scores, fin_scores, fin_tokens, fin_len, max_len = (
+                rows, scores, fin_scores, fin_tokens, max_len = (
                     t.index_select(0, keep)
-                    for t in (rows, scores, fin_scores, fin_tokens, fin_len, max_len))
+                    for t in (rows, scores, fin_scores, fin_tokens, max_len))
                 order = order.index_select(0, keep).view(-1)
                 last = last.view(n, k).index_select(0, keep).view(-1)
                 # `order` now also drops the finished sentences' rows, so it applies to every
@@ -116,7 +114,7 @@ class BeamSearch(Search):
                 order = order.view(-1)
                 decoder.reorder_cache(cache, order)
             tokens = torch.cat([tokens.index_select(0, order), last[:, None]], dim=1)
-        return out[:, :int(out_len.max())], out_scores
+        return out[:, :int(out.ne(pad_id).sum(1).max())], out_scores
 
     def extra_repr(self) -> str:
         return (f"beam_size={self.beam_size}, lenpen={self.lenpen}, maxlen_a={self.maxlen_a}, "

@@ -28,8 +28,9 @@ class SamplingSearch(IncrementalSearch):
 
     def choose(self, lprobs: torch.Tensor) -> torch.Tensor:
         # Dividing log-probs by T equals softmax(logits / T) up to a per-row constant, and keeps
-        # the -inf of the length rules, so no second softmax over raw logits is needed.
-        logits = lprobs / self.temperature if self.temperature != 1.0 else lprobs.clone()
+        # the -inf of the length rules. It also yields a copy: `lprobs` must stay intact, since
+        # the caller scores the drawn token with it.
+        logits = lprobs / self.temperature
         if 0 < self.top_k < logits.size(1):
             kth = logits.topk(self.top_k, dim=-1).values[:, -1:]
             logits.masked_fill_(logits < kth, -torch.inf)
