@@ -18,13 +18,14 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3
 IDS = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD)
 
 
-def make_model(vocab: int, seed: int) -> Seq2Seq:
+def make_model(vocab: int, seed: int, max_positions: int = 1024) -> Seq2Seq:
     """Untied output layer scaled ×3: a tied random model mostly copies its input token, and a
     flat one has near-ties; this gives varied, fairly peaked next-token distributions."""
     torch.manual_seed(seed)
     layer = {"num_layers": 2, "num_heads": 2, "ffn_dim": 32}
     model = Seq2Seq(encoder={"class": "TransformerEncoder", **layer},
-                    decoder={"class": "TransformerDecoder", **layer}, d_model=16,
+                    decoder={"class": "TransformerDecoder", "max_positions": max_positions,
+                             **layer}, d_model=16,
                     share_embedding="none", src_vocab_size=vocab, tgt_vocab_size=vocab,
                     pad_id=PAD).eval()
     with torch.no_grad():
@@ -41,6 +42,10 @@ class BiasedDecoder(nn.Module):
 
     def forward(self, tokens, memory, memory_padding, cache=None):
         return self.decoder(tokens, memory, memory_padding, cache=cache) + self.bias
+
+    @property
+    def embed(self) -> nn.Module:  # the position table that bounds the output length
+        return self.decoder.embed
 
     def init_cache(self):
         return self.decoder.init_cache()
@@ -208,6 +213,17 @@ def test_length_rules(kind: str):
     # A forced eos wins over min_len.
     tokens, _ = SEARCHES[kind](maxlen_a=0.0, maxlen_b=2, min_len=5)(eager, memory, padding, **IDS)
     assert [len(r) for r in strip(tokens)] == [2, 2, 2]
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("kind", SEARCHES)
+def test_length_is_clamped_to_the_position_table(kind: str):
+    vocab, model = 16, make_model(16, seed=6, max_positions=8)
+    src = random_batch(vocab, [5, 2], seed=7)
+    memory, padding = model.encoder(src)
+    tokens, _ = SEARCHES[kind](maxlen_b=20)(eos_biased(model, vocab, -30.0), memory, padding,
+                                            **IDS)
+    assert [len(r) for r in strip(tokens)] == [7, 7]  # positions 0..7: bos + 7 tokens, eos at 7
 
 
 @torch.no_grad()
