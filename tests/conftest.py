@@ -1,9 +1,11 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers.py
 
 
 def shared_data_dir() -> Path:
@@ -16,3 +18,18 @@ def data_dir() -> Path:
     path = shared_data_dir()
     assert (path / "multi30k" / "train.de").is_file(), f"Multi30k not found under {path}"
     return path
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory, data_dir):
+    """300 training / 40 validation pairs of Multi30k and a 400-piece joint SentencePiece model."""
+    from helpers import write_slice
+
+    from paragen.tokenizers import SentencePieceTokenizer
+
+    root = tmp_path_factory.mktemp("corpus")
+    train = write_slice(data_dir, root, 300, "train")
+    valid = write_slice(data_dir, root, 40, "valid")
+    model = SentencePieceTokenizer.learn([train["de"], train["en"]], str(root / "spm"),
+                                         vocab_size=400)
+    return {"train": train, "valid": valid, "spm": model, "root": root}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from paragen.errors import ConfigError
-from paragen.tasks.loading import load_trained_task
+from paragen.tasks.loading import load_trained_task, search_for_beam
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", help="source-language file (with --reference)")
     parser.add_argument("--reference", help="reference translations, line-aligned with --input")
     parser.add_argument("--output-dir", help="write <split>.hyp files here")
+    parser.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the config's")
     parser.add_argument("--lib", action="append", default=[])
     parser.set_defaults(accepts_overrides=True)
 
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"task.output_dir={args.output_dir}")
-    task = load_trained_task(args.model, "evaluate", overrides, data=data, libs=args.lib)
+    task = load_trained_task(args.model, "evaluate", overrides, data=data, libs=args.lib,
+                             search=search_for_beam(args.beam))
     task.evaluate()
     return 0

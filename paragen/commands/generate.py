@@ -10,7 +10,7 @@ import sys
 from typing import Iterator, List
 
 from paragen.errors import DataError
-from paragen.tasks.loading import load_trained_task
+from paragen.tasks.loading import load_trained_task, search_for_beam
 
 CHUNK_LINES = 10_000
 
@@ -31,11 +31,8 @@ def run(args: argparse.Namespace) -> int:
         "task.dataloader.infer.sampler.class=BucketSampler",
         "task.dataloader.infer.sampler.shuffle=false",
         f"task.dataloader.infer.sampler.max_tokens={args.max_tokens}"]
-    search = None
-    if args.beam is not None:
-        search = ({"class": "GreedySearch"} if args.beam == 1 else
-                  {"class": "BeamSearch", "beam_size": args.beam})
-    task = load_trained_task(args.model, "infer", overrides, libs=args.lib, search=search)
+    task = load_trained_task(args.model, "infer", overrides, libs=args.lib,
+                             search=search_for_beam(args.beam))
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for chunk in _chunks(args.input):

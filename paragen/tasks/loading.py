@@ -22,6 +22,13 @@ def resolve_checkpoint(path: str) -> str:
     return path
 
 
+def search_for_beam(beam: Optional[int]) -> Optional[Dict[str, Any]]:
+    """`--beam N` on the command line: 1 means greedy search, None keeps the stored search."""
+    if beam is None:
+        return None
+    return {"class": "GreedySearch"} if beam == 1 else {"class": "BeamSearch", "beam_size": beam}
+
+
 def load_trained_task(model: str, mode: str, overrides: List[str] = (),
                       data: Optional[Dict[str, Any]] = None, libs: List[str] = (),
                       search: Optional[Dict[str, Any]] = None):

@@ -1,0 +1,56 @@
+"""Shared builders for end-to-end tests: a small slice of Multi30k and a tiny model config."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict
+
+import yaml
+
+TINY_MODEL = {
+    "class": "Seq2Seq", "d_model": 32, "share_embedding": "all",
+    "encoder": {"class": "TransformerEncoder", "num_layers": 1, "num_heads": 2, "ffn_dim": 64,
+                "dropout": 0.0},
+    "decoder": {"class": "TransformerDecoder", "num_layers": 1, "num_heads": 2, "ffn_dim": 64,
+                "dropout": 0.0},
+}
+
+
+def write_slice(data_dir: Path, out: Path, lines: int, split: str = "train") -> Dict[str, str]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for lang in ("de", "en"):
+        text = (data_dir / "multi30k" / f"{split}.{lang}").read_text(encoding="utf-8")
+        target = out / f"{split}.{lang}"
+        target.write_text("\n".join(text.splitlines()[:lines]) + "\n", encoding="utf-8")
+        paths[lang] = str(target)
+    return paths
+
+
+def tiny_config(train: Dict[str, str], valid: Dict[str, str], spm_model: str, save_dir: Path,
+                **trainer: Any) -> Dict[str, Any]:
+    return copy.deepcopy({
+        "task": {
+            "class": "TranslationTask", "mode": "train", "src": "de", "tgt": "en",
+            "tokenizer": {"class": "SentencePieceTokenizer", "model": spm_model},
+            "data": {"train": {"class": "ParallelTextDataset", "path": train},
+                     "valid": {"class": "ParallelTextDataset", "path": valid}},
+            "dataloader": {"train": {"class": "DataLoader",
+                                     "sampler": {"class": "BucketSampler", "max_tokens": 600}}},
+            "model": copy.deepcopy(TINY_MODEL),
+            "criterion": {"class": "LabelSmoothedCrossEntropy", "epsilon": 0.1},
+            "trainer": {"class": "Trainer",
+                        "optimizer": {"class": "AdamW", "lr": 3e-3},
+                        "lr_scheduler": {"class": "InverseSquareRoot", "warmup_steps": 10},
+                        "max_steps": 10, "validate_interval": 0, "save_dir": str(save_dir),
+                        "log_interval": 5, **trainer},
+            "generator": {"class": "SequenceGenerator",
+                          "search": {"class": "GreedySearch", "maxlen_b": 5}},
+        },
+        "env": {"device": "cpu", "seed": 3, "no_progress_bar": True},
+    })
+
+
+def write_config(config: Dict[str, Any], path: Path) -> str:
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return str(path)

@@ -1,0 +1,152 @@
+"""The command line as a user meets it: verbs, plug-ins, bad input, Ctrl-C and resume."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import tiny_config, write_config
+from paragen.cli import main, run_main
+from paragen.trainers.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def trained(small_corpus, tmp_path_factory):
+    """A tiny model trained for 10 steps through `paragen train` (shared by this module)."""
+    root = tmp_path_factory.mktemp("trained")
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         root / "run")
+    path = write_config(config, root / "config.yaml")
+    assert main(["train", "--config", path]) == 0
+    return root / "run"
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error message"
+    return err[-1]
+
+
+def test_generate_stdin_to_stdout_keeps_order_and_count(trained, small_corpus):
+    lines = ["Ein Hund läuft.", "", "Zwei Männer spielen Fußball auf einer grünen Wiese."]
+    result = subprocess.run([sys.executable, "-m", "paragen.cli", "generate", "--model",
+                             str(trained), "--beam", "2"], input="\n".join(lines) + "\n",
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 3
+
+
+def test_generate_files_and_evaluate_prints_signature(trained, small_corpus, tmp_path, capsys):
+    out = tmp_path / "hyp.en"
+    assert main(["generate", "--model", str(trained), "--input", small_corpus["valid"]["de"],
+                 "--output", str(out), "--max-tokens", "64"]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 40
+    assert main(["evaluate", "--model", str(trained), "--input", small_corpus["valid"]["de"],
+                 "--reference", small_corpus["valid"]["en"], "--output-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "test bleu = " in printed and "nrefs:1|case:mixed|eff:no|tok:13a" in printed
+    assert "test chrf = " in printed
+    # Hypotheses come back in input order: the greedy file and the evaluate dump agree.
+    assert (tmp_path / "test.hyp").read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
+
+
+def test_average_checkpoints_by_step(small_corpus, tmp_path, capsys):
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "run", max_steps=6, validate_interval=2)
+    assert main(["train", "--config", write_config(config, tmp_path / "c.yaml")]) == 0
+    assert main(["average-checkpoints", "--dir", str(tmp_path / "run"), "--last", "2",
+                 "--output", str(tmp_path / "run" / "average.pt")]) == 0
+    averaged = load_checkpoint(str(tmp_path / "run" / "average.pt"))
+    assert averaged["averaged_from"] == ["checkpoint_4.pt", "checkpoint_6.pt"]
+    a, b = (load_checkpoint(str(tmp_path / "run" / f"checkpoint_{s}.pt"))["model"] for s in (4, 6))
+    key = "encoder.layers.0.ffn.fc1.weight"
+    assert (averaged["model"][key] - (a[key] + b[key]) / 2).abs().max() < 1e-6
+
+
+def test_paragen_run_with_overrides_and_plugin(small_corpus, tmp_path, capsys):
+    plugin = tmp_path / "myplugin"
+    plugin.mkdir()
+    (plugin / "__init__.py").write_text(
+        "from paragen.criteria import LabelSmoothedCrossEntropy\n"
+        "from paragen.registry import register_criterion\n"
+        "CALLS = []\n"
+        "@register_criterion\n"
+        "class CountingCrossEntropy(LabelSmoothedCrossEntropy):\n"
+        "    def forward(self, model, batch):\n"
+        "        CALLS.append(1)\n"
+        "        return super().forward(model, batch)\n")
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "run", max_steps=50)
+    path = write_config(config, tmp_path / "c.yaml")
+    assert run_main(["--config", path, "--lib", str(plugin), "--task.trainer.max_steps", "3",
+                     "task.criterion.class=CountingCrossEntropy"]) == 0
+    import myplugin
+
+    assert len(myplugin.CALLS) >= 3
+    assert load_checkpoint(str(tmp_path / "run" / "last.pt"))["trainer"]["step"] == 3
+
+
+@pytest.mark.parametrize("problem, expected", [
+    ("missing", r"no/such/train\.de: file not found"),
+    ("unequal", r"train\.de.* has 300 lines but .*short\.en.* has 5"),
+    ("not_utf8", r"bad\.de:3: not valid UTF-8"),
+    ("unknown_class", r"task\.model\.encoder\.class: unknown encoder class 'TransformerEncoderr'"),
+    ("unknown_key", r"task\.model\.encoder\.num_layer: unexpected key.*did you mean 'num_layers'"),
+    ("wrong_type", r"task\.trainer\.max_steps: expected int, got 'ten'"),
+    ("bad_lib", r"--lib no_such_plugin_xyz: cannot import"),
+])
+def test_bad_input_gives_one_clear_line_and_nonzero_exit(problem, expected, small_corpus,
+                                                         tmp_path, capsys):
+    import re
+
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "run")
+    task, args = config["task"], []
+    if problem == "missing":
+        task["data"]["train"]["path"]["de"] = "no/such/train.de"
+    elif problem == "unequal":
+        short = tmp_path / "short.en"
+        short.write_text("a\nb\nc\nd\ne\n")
+        task["data"]["train"]["path"]["en"] = str(short)
+    elif problem == "not_utf8":
+        bad = tmp_path / "bad.de"
+        bad.write_bytes(b"ok\nfine\nbad \xff byte\n")
+        (tmp_path / "bad.en").write_text("a\nb\nc\n")
+        task["data"]["train"]["path"] = {"de": str(bad), "en": str(tmp_path / "bad.en")}
+    elif problem == "unknown_class":
+        task["model"]["encoder"]["class"] = "TransformerEncoderr"
+    elif problem == "unknown_key":
+        task["model"]["encoder"]["num_layer"] = 2
+    elif problem == "wrong_type":
+        task["trainer"]["max_steps"] = "ten"
+    elif problem == "bad_lib":
+        args = ["--lib", "no_such_plugin_xyz"]
+    code = main(["train", "--config", write_config(config, tmp_path / "c.yaml"), *args])
+    assert code == 2
+    line = _error_line(capsys)
+    assert line.startswith("error: ") and re.search(expected, line), line
+    assert not (tmp_path / "run" / "last.pt").exists()  # nothing half-done left behind
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resumes(small_corpus, tmp_path):
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "run", max_steps=100000, log_interval=1)
+    path = write_config(config, tmp_path / "c.yaml")
+    process = subprocess.Popen([sys.executable, "-m", "paragen.cli", "train", "--config", path],
+                               stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or
+                                      len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    step = load_checkpoint(str(tmp_path / "run" / "last.pt"))["trainer"]["step"]
+    assert step >= 3
+    assert not [n for n in os.listdir(tmp_path / "run") if n.startswith(".tmp-")]
+    assert main(["train", "--config", path, f"task.trainer.max_steps={step + 2}"]) == 0
+    assert load_checkpoint(str(tmp_path / "run" / "last.pt"))["trainer"]["step"] == step + 2

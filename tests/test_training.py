@@ -1,0 +1,124 @@
+"""Training end to end, in process: learning, resume, accumulation, checkpoints, criterion."""
+import copy
+
+import pytest
+import torch
+
+from helpers import tiny_config
+from paragen.commands.train import build_task
+from paragen.criteria.cross_entropy import label_smoothed_nll
+from paragen.lr_schedulers import Cosine, InverseSquareRoot, Polynomial
+from paragen.trainers.checkpoint import average_states, load_checkpoint, save_checkpoint
+
+
+def _train(config):
+    task = build_task(copy.deepcopy(config))
+    return task, task.run()
+
+
+def test_fused_label_smoothing_matches_autograd_reference():
+    torch.manual_seed(0)
+    logits = torch.randn(20, 11, requires_grad=True)
+    target = torch.randint(0, 11, (20,))
+    loss, nll = label_smoothed_nll(logits, target, 0.1)
+    loss.backward()
+    ref_logits = logits.detach().clone().requires_grad_()
+    lprobs = torch.log_softmax(ref_logits, -1)
+    ref_nll = -lprobs.gather(-1, target[:, None]).squeeze(-1)
+    ref = (0.9 * ref_nll - 0.1 * lprobs.mean(-1)).sum()
+    ref.backward()
+    assert torch.allclose(loss, ref, atol=1e-5) and torch.allclose(nll, ref_nll.sum(), atol=1e-5)
+    assert torch.allclose(logits.grad, ref_logits.grad, atol=1e-6)
+
+
+def test_schedules_warm_up_then_decay():
+    isr = InverseSquareRoot(warmup_steps=10, warmup_init_lr=0.0)
+    assert isr.lr(1, 1.0) == pytest.approx(0.1) and isr.lr(10, 1.0) == pytest.approx(1.0)
+    assert isr.lr(40, 1.0) == pytest.approx(0.5)
+    poly = Polynomial(total_steps=110, warmup_steps=10, end_lr=0.0)
+    assert poly.lr(60, 1.0) == pytest.approx(0.5) and poly.lr(200, 1.0) == 0.0
+    cos = Cosine(total_steps=110, warmup_steps=10)
+    assert cos.lr(60, 1.0) == pytest.approx(0.5) and cos.lr(110, 1.0) == pytest.approx(0.0)
+
+
+def test_overfits_a_small_corpus_and_decodes_it(small_corpus, tmp_path):
+    """30 sentence pairs, 400 steps: the model must reproduce most training targets exactly."""
+    from paragen.datasets import read_lines
+
+    pairs = {lang: read_lines(path)[:30] for lang, path in small_corpus["train"].items()}
+    for lang, lines in pairs.items():
+        (tmp_path / f"tiny.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tiny = {lang: str(tmp_path / f"tiny.{lang}") for lang in pairs}
+    config = tiny_config(tiny, tiny, small_corpus["spm"], tmp_path / "run", max_steps=400,
+                         assess_by="valid.loss")
+    config["task"]["model"]["d_model"] = 64
+    config["task"]["criterion"]["epsilon"] = 0.0
+    config["task"]["generator"]["search"]["maxlen_b"] = 40
+    task, result = _train(config)
+    outputs = task.translate(pairs["de"])
+    exact = sum(o == t for o, t in zip(outputs, pairs["en"]))
+    assert exact >= 24, (exact, outputs[:3])
+    assert result["valid.bleu"] > 80
+
+
+def test_resume_continues_exactly(small_corpus, tmp_path):
+    straight = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                           tmp_path / "a", max_steps=12)
+    task_a, _ = _train(straight)
+    first_half = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                             tmp_path / "b", max_steps=6)
+    _train(first_half)
+    second_half = copy.deepcopy(first_half)
+    second_half["task"]["trainer"]["max_steps"] = 12
+    task_b, _ = _train(second_half)
+    assert task_b.trainer.step == 12
+    for (name, a), b in zip(task_a.model.state_dict().items(), task_b.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_gradient_accumulation_equals_one_big_batch(small_corpus, tmp_path):
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "acc", max_steps=1)
+    task = build_task(copy.deepcopy(config))
+    task.trainer._build_optimization(task.model)
+    first, second = list(task.train_loader.epoch_batches(0))[:2]
+    merged = task.collate(first["ids"].tolist() + second["ids"].tolist(), task.splits["train"])
+    grads = []
+    for batches in ([first, second], [merged]):
+        task.model.zero_grad()
+        total = sum(b["ntokens"] for b in batches)
+        for batch in batches:
+            loss, _ = task.criterion(task.model, batch)
+            (loss * batch["ntokens"] / total).backward()
+        grads.append([p.grad.clone() for p in task.model.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_checkpoints_are_atomic_and_averaged(tmp_path):
+    save_checkpoint({"model": {"w": torch.ones(2)}}, str(tmp_path / "a.pt"))
+    save_checkpoint({"model": {"w": torch.full((2,), 3.0)}}, str(tmp_path / "b.pt"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]  # no temp files left
+    averaged = average_states([str(tmp_path / "a.pt"), str(tmp_path / "b.pt")])
+    assert torch.equal(averaged["w"], torch.full((2,), 2.0))
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        save_checkpoint({"x": Unpicklable()}, str(tmp_path / "a.pt"))
+    assert torch.equal(load_checkpoint(str(tmp_path / "a.pt"))["model"]["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]
+
+
+def test_training_writes_a_self_contained_model_folder(small_corpus, tmp_path):
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "run", max_steps=10, validate_interval=5, keep_last=1)
+    _train(config)
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"last.pt", "best.pt", "checkpoint_10.pt", "tokenizer.model", "metrics.jsonl"} <= names
+    assert "checkpoint_5.pt" not in names  # keep_last=1
+    stored = load_checkpoint(str(tmp_path / "run" / "last.pt"))
+    assert stored["config"]["task"]["tokenizer"]["model"] == "tokenizer.model"
+    assert stored["trainer"]["step"] == 10
