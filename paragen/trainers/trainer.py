@@ -52,7 +52,8 @@ class Trainer:
         self.log_interval, self.resume, self.env = log_interval, resume, env
         self.step = self.epoch = self.batch_in_epoch = self.bad_validations = 0
         self.best: Optional[float] = None
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # inside optimizer updates only: the tokens/s denominator
+        self.wall_seconds = 0.0  # everything, validation included: what max_minutes limits
 
     # ---------------------------------------------------------------- setup and state
     def _build_optimization(self, model: torch.nn.Module) -> None:
@@ -69,7 +70,8 @@ class Trainer:
                 "trainer": {"step": self.step, "epoch": self.epoch,
                             "batch_in_epoch": self.batch_in_epoch, "best": self.best,
                             "bad_validations": self.bad_validations,
-                            "train_seconds": self.train_seconds}}
+                            "train_seconds": self.train_seconds,
+                            "wall_seconds": self.wall_seconds}}
 
     def _restore(self, task, path: str) -> None:
         state = load_checkpoint(path)
@@ -116,6 +118,7 @@ class Trainer:
                         dynamic_ncols=True, mininterval=1.0)
         window = {"loss": 0.0, "nll_loss": 0.0, "ntokens": 0, "seconds": 0.0}
         scores: Dict[str, float] = {}
+        clock = time.perf_counter() - self.wall_seconds
         while not self._finished():
             batches = task.train_loader.epoch_batches(self.epoch, start=self.batch_in_epoch)
             for update in _chunks(batches, self.update_freq):
@@ -133,6 +136,7 @@ class Trainer:
                     self._log_window(window, progress)
                 if self.validate_interval and self.step % self.validate_interval == 0:
                     scores = self._validate(task)
+                self.wall_seconds = time.perf_counter() - clock
                 if self._finished():
                     break
             else:  # the epoch ran out
@@ -142,12 +146,12 @@ class Trainer:
         if not scores or scores.get("step") != self.step:
             scores = self._validate(task)
         self._save(task, "last.pt")
-        return {**scores, "train_seconds": self.train_seconds}
+        return {**scores, "train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds}
 
     def _finished(self) -> bool:
         return bool((self.max_steps and self.step >= self.max_steps)
                     or (self.max_epochs and self.epoch >= self.max_epochs)
-                    or (self.max_minutes and self.train_seconds >= 60 * self.max_minutes)
+                    or (self.max_minutes and self.wall_seconds >= 60 * self.max_minutes)
                     or (self.patience and self.bad_validations >= self.patience))
 
     def _update(self, task, micro_batches: List[Dict[str, Any]]) -> Dict[str, float]:

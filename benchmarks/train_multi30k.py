@@ -1,0 +1,86 @@
+"""Train multi30k-small (De→En) for a fixed wall-clock budget and score test2016.
+
+    python benchmarks/train_multi30k.py [--minutes 40] [--save-dir runs/multi30k-transformer]
+
+Writes benchmarks/results/train_multi30k.json: wall time, training tokens/s (median of the
+logged windows), updates, and test2016 sacreBLEU (beam 4 and greedy, best and averaged
+checkpoints) with the sacreBLEU signature. Run it on an otherwise idle machine: two
+processes sharing two cores slow each other down several times over.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+DATA = "data/multi30k"
+
+
+def paragen(*args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "paragen.cli", *args], check=True,
+                            stdout=subprocess.PIPE, text=True)
+    return result.stdout
+
+
+def bleu(model: str, beam: int) -> dict:
+    out = paragen("evaluate", "--model", model, "--input", f"{DATA}/test2016.de",
+                  "--reference", f"{DATA}/test2016.en", "--beam", str(beam))
+    found = {m.group(1): (float(m.group(2)), m.group(3))
+             for m in re.finditer(r"test (\w+) = ([\d.]+)  \((.*)\)", out)}
+    return {"bleu": found["bleu"][0], "chrf": found["chrf"][0], "signature": found["bleu"][1]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=40)
+    parser.add_argument("--save-dir", default="runs/multi30k-transformer")
+    parser.add_argument("--config", default="examples/multi30k/transformer.yaml")
+    args = parser.parse_args()
+    if not os.path.exists(f"{DATA}/test2016.en"):
+        paragen("prepare-data", "--dataset", "multi30k", "--output", DATA)
+    if not os.path.exists(f"{DATA}/spm8k.model"):
+        paragen("build-tokenizer", "--input", f"{DATA}/train.de", f"{DATA}/train.en",
+                "--output", f"{DATA}/spm8k", "--vocab-size", "8000")
+    started = time.time()
+    subprocess.run([sys.executable, "-m", "paragen.cli", "train", "--config", args.config,
+                    f"task.trainer.max_minutes={args.minutes}",
+                    f"task.trainer.save_dir={args.save_dir}", "env.no_progress_bar=true"],
+                   check=True)
+    wall = time.time() - started
+    records = [json.loads(line) for line in open(f"{args.save_dir}/metrics.jsonl")]
+    windows = [r for r in records if "tokens_per_s" in r]
+    validations = [r for r in records if r.get("validation")]
+    paragen("average-checkpoints", "--dir", args.save_dir, "--last", "3",
+            "--output", f"{args.save_dir}/average.pt")
+    result = {
+        "command": " ".join([sys.executable.split("/")[-1]] + sys.argv),
+        "config": args.config, "machine": f"{platform.processor() or platform.machine()}, "
+                                          f"{os.cpu_count()} cores, torch {torch.__version__}",
+        "train_wall_seconds": round(wall, 1),
+        "train_update_seconds": windows[-1]["train_seconds"] if windows else None,
+        "updates": validations[-1]["step"] if validations else None,
+        "tokens_per_s_median": round(statistics.median(r["tokens_per_s"] for r in windows), 1),
+        "valid_bleu_by_step": {r["step"]: round(r.get("valid.bleu", 0.0), 2) for r in validations},
+        "test2016": {
+            "best_beam4": bleu(f"{args.save_dir}/best.pt", 4),
+            "best_greedy": bleu(f"{args.save_dir}/best.pt", 1),
+            "average_last3_beam4": bleu(f"{args.save_dir}/average.pt", 4),
+            "average_last3_greedy": bleu(f"{args.save_dir}/average.pt", 1),
+        },
+    }
+    os.makedirs("benchmarks/results", exist_ok=True)
+    with open("benchmarks/results/train_multi30k.json", "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
