@@ -20,6 +20,7 @@ VERBS = {
     "average-checkpoints": ("paragen.commands.average_checkpoints",
                             "average the weights of several checkpoints"),
     "prepare-data": ("paragen.commands.prepare_data", "copy or download a dataset"),
+    "distill": ("paragen.commands.distill", "translate a training set with a teacher (KD)"),
 }
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130

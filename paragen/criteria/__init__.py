@@ -1,4 +1,5 @@
 """Criteria: model + batch → (loss, logging numbers). Registered with `@register_criterion`."""
 from paragen.criteria.cross_entropy import LabelSmoothedCrossEntropy
+from paragen.criteria.glancing import GlancingCrossEntropy
 
-__all__ = ["LabelSmoothedCrossEntropy"]
+__all__ = ["GlancingCrossEntropy", "LabelSmoothedCrossEntropy"]

@@ -1,4 +1,5 @@
 """Models: the trainable network a criterion calls. Registered with `@register_model`."""
+from paragen.models.glat import GLAT
 from paragen.models.seq2seq import Seq2Seq
 
-__all__ = ["Seq2Seq"]
+__all__ = ["GLAT", "Seq2Seq"]

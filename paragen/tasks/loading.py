@@ -6,7 +6,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from paragen.config import apply_overrides, parse_overrides
-from paragen.errors import DataError
+from paragen.errors import ConfigError, DataError
 from paragen.trainers.checkpoint import load_checkpoint
 
 
@@ -48,7 +48,11 @@ def load_trained_task(model: str, mode: str, overrides: List[str] = (),
     for key in ("trainer", "criterion"):
         task_cfg.pop(key, None)
     if search is not None:
-        task_cfg.setdefault("generator", {"class": "SequenceGenerator"})["search"] = search
+        generator = task_cfg.setdefault("generator", {"class": "SequenceGenerator"})
+        if generator["class"].lower() != "sequencegenerator":
+            raise ConfigError(f"--beam applies to autoregressive models; {model} uses "
+                              f"{generator['class']} (try --task.generator.length_beam 5)")
+        generator["search"] = search
     if data is not None:
         task_cfg["data"] = data
     elif "data" in task_cfg:

@@ -92,6 +92,9 @@ class Trainer:
     def train(self, task) -> Dict[str, Any]:
         os.makedirs(self.save_dir, exist_ok=True)
         self._build_optimization(task.model)
+        per_epoch = -(-task.train_loader.num_batches(0) // self.update_freq)
+        self.total_steps = self.max_steps or (self.max_epochs * per_epoch if self.max_epochs
+                                              else None)
         last = os.path.join(self.save_dir, "last.pt")
         if self.resume and os.path.exists(last):
             self._restore(task, last)
@@ -157,6 +160,8 @@ class Trainer:
     def _update(self, task, micro_batches: List[Dict[str, Any]]) -> Dict[str, float]:
         """One optimizer step over `micro_batches`, each weighted by its share of the tokens,
         so accumulating N batches equals one batch N times as large."""
+        if hasattr(task.criterion, "set_progress"):  # schedules inside the loss (GLAT's ratio)
+            task.criterion.set_progress(self.step, self.total_steps)
         total_tokens = sum(int(b["ntokens"]) for b in micro_batches)
         totals = {"loss": 0.0, "nll_loss": 0.0, "ntokens": 0}
         for batch in micro_batches:

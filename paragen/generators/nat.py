@@ -1,0 +1,107 @@
+"""Non-autoregressive generation: predict lengths, decode every slot in one parallel pass.
+
+With `length_beam` = k > 1 this is noisy parallel decoding (NPD, Gu et al. 2018): k candidate
+lengths per sentence (the classifier's top-k, or argmax ± k//2 with `length_candidates:
+window`) are decoded together in one batch of B·k rows, and each sentence keeps the candidate
+with the best *mean* token log-probability. ParaGen ranked by raw logits, which are not
+comparable across lengths. An AR model (`reranker: path/to/teacher.pt`) may score the
+candidates instead, by its length-normalised log-likelihood.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional, Tuple
+
+import torch
+from torch import nn
+
+from paragen.registry import register_generator
+
+
+@register_generator
+class NATGenerator(nn.Module):
+    def __init__(self, length_beam: int = 1, length_candidates: Literal["topk", "window"] = "topk",
+                 remove_repeats: bool = False, reranker: Optional[str] = None, *,
+                 model: nn.Module, bos_id: int, eos_id: int, pad_id: int,
+                 config_path: str = "task.generator"):
+        super().__init__()
+        if length_beam < 1:
+            raise ValueError(f"{config_path}.length_beam: must be ≥ 1, got {length_beam}")
+        self.model, self.length_beam, self.length_candidates = model, length_beam, length_candidates
+        self.remove_repeats = remove_repeats
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.reranker = load_reranker(reranker, pad_id) if reranker else None
+
+    def candidate_lengths(self, length_logits: torch.Tensor, src_lengths: torch.Tensor
+                          ) -> torch.Tensor:
+        """(B,k) candidate target lengths (eos included)."""
+        k = min(self.length_beam, length_logits.size(-1))
+        if self.length_candidates == "topk":
+            classes = length_logits.topk(k, dim=-1).indices
+        else:
+            offsets = torch.arange(k, device=length_logits.device) - (k - 1) // 2
+            classes = length_logits.argmax(-1, keepdim=True) + offsets
+            classes = classes.clamp(0, length_logits.size(-1) - 1)
+        return self.model.class_to_length(classes, src_lengths)
+
+    @torch.inference_mode()
+    def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B,S) source ids → (B,T) output ids padded with pad (eos removed) and (B,) scores."""
+        model = self.model
+        memory, memory_padding = model.encoder(src)
+        src_lengths = src.ne(self.pad_id).sum(-1)
+        lengths = self.candidate_lengths(model.length_logits(memory, memory_padding), src_lengths)
+        batch, k = lengths.shape
+        rows = torch.arange(batch, device=src.device).repeat_interleave(k)
+        lengths = lengths.reshape(-1)
+        slots = int(lengths.max())
+        target_padding = torch.arange(slots, device=src.device)[None, :] >= lengths[:, None]
+        decoder_input = model.initial_decoder_input(src[rows], target_padding)
+        hidden = model.decode(decoder_input, memory[rows], memory_padding[rows], target_padding)
+        logprobs = torch.log_softmax(model.output_logits(hidden).float(), dim=-1)
+        token_scores, tokens = logprobs.max(dim=-1)
+        tokens = tokens.masked_fill(target_padding, self.pad_id)
+        scores = token_scores.masked_fill(target_padding, 0.0).sum(-1) / lengths
+        if self.reranker is not None and k > 1:
+            scores = self.reranker(src[rows], tokens, self.bos_id, self.eos_id)
+        best = scores.view(batch, k).argmax(-1)
+        chosen = torch.arange(batch, device=src.device) * k + best
+        tokens, scores = tokens[chosen], scores[chosen]
+        tokens = tokens.masked_fill(tokens.eq(self.eos_id), self.pad_id)
+        if self.remove_repeats:
+            tokens = collapse_repeats(tokens, self.pad_id)
+        return left_align(tokens, self.pad_id), scores
+
+
+def collapse_repeats(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Replace each token equal to its left neighbour by pad ("a a b b b c" → "a b c")."""
+    repeated = torch.zeros_like(tokens, dtype=torch.bool)
+    repeated[:, 1:] = tokens[:, 1:].eq(tokens[:, :-1])
+    return tokens.masked_fill(repeated, pad_id)
+
+
+def left_align(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Move non-pad tokens to the left, keeping their order (a stable sort on is-pad)."""
+    order = tokens.eq(pad_id).to(torch.int8).argsort(dim=-1, stable=True)
+    aligned = tokens.gather(1, order)
+    width = int(aligned.ne(pad_id).sum(-1).max()) if aligned.numel() else 0
+    return aligned[:, :max(width, 1)]
+
+
+def load_reranker(path: str, pad_id: int):
+    """An AR teacher as a scoring function: mean log p(candidate + eos | source)."""
+    from paragen.tasks.loading import load_trained_task
+
+    teacher = load_trained_task(path, "infer").model.eval()
+
+    @torch.inference_mode()
+    def score(src: torch.Tensor, tokens: torch.Tensor, bos_id: int, eos_id: int) -> torch.Tensor:
+        body = left_align(tokens.masked_fill(tokens.eq(eos_id), pad_id), pad_id)
+        lengths = body.ne(pad_id).sum(-1)
+        target = torch.cat([body, torch.full_like(body[:, :1], pad_id)], dim=1)
+        target.scatter_(1, lengths[:, None], eos_id)
+        prev = torch.cat([torch.full_like(body[:, :1], bos_id), body], dim=1)
+        logits = teacher(src, prev)["logits"].float()
+        logp = torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return logp.masked_fill(target.eq(pad_id), 0.0).sum(-1) / (lengths + 1)
+
+    return score

@@ -1,0 +1,145 @@
+"""GLAT, the Glancing Transformer (Qian et al., ACL 2021), as a plug-in on the shared stack.
+
+    src ─ TransformerEncoder ─ memory ─┬─ mean-pool ─ length classifier ─→ target length
+                                       │
+    copy(src embeddings → T slots) ────┴─ TransformerDecoder(causal=False) ─→ all T tokens
+
+What makes it GLAT lives in training (see `paragen.criteria.glancing`): a first, gradient-free
+pass predicts the whole target; some reference tokens, as many as ratio × the number of
+mistakes, are then shown ("glanced") in the decoder input and the second pass learns the rest.
+Inference is one parallel pass (see `paragen.generators.nat`).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Literal, Optional, Tuple
+
+import torch
+from torch import nn
+
+from paragen.modules.layers import make_embedding
+from paragen.registry import build, register_model
+
+
+@register_model
+class GLAT(nn.Module):
+    def __init__(self, encoder: Dict[str, Any], decoder: Dict[str, Any], d_model: int = 512,
+                 share_embedding: Literal["all", "decoder", "none"] = "all",
+                 decoder_input: Literal["uniform_copy", "unk"] = "uniform_copy",
+                 length_prediction: Literal["offset", "absolute"] = "offset",
+                 max_length_offset: int = 32, max_length: int = 256,
+                 path: Optional[str] = None, *, src_vocab_size: int, tgt_vocab_size: int,
+                 pad_id: int, config_path: str = "task.model"):
+        super().__init__()
+        if share_embedding == "all" and src_vocab_size != tgt_vocab_size:
+            raise ValueError(f"{config_path}.share_embedding: 'all' needs one joint vocabulary")
+        if decoder.get("causal", False):
+            raise ValueError(f"{config_path}.decoder.causal: a NAT decoder must be non-causal")
+        self.pad_id, self.decoder_input_kind = pad_id, decoder_input
+        self.length_prediction, self.max_length = length_prediction, max_length
+        self.max_length_offset = max_length_offset
+        shared = make_embedding(src_vocab_size, d_model, pad_id) if share_embedding == "all" else None
+        self.encoder = build("encoder", {**encoder, "d_model": d_model}, f"{config_path}.encoder",
+                             vocab_size=src_vocab_size, pad_id=pad_id, embed=shared)
+        self.decoder = build("decoder", {**decoder, "d_model": d_model, "causal": False},
+                             f"{config_path}.decoder", vocab_size=tgt_vocab_size, pad_id=pad_id,
+                             embed=shared, share_output_embedding=share_embedding != "none")
+        classes = 2 * max_length_offset + 1 if length_prediction == "offset" else max_length + 1
+        self.length_classifier = nn.Linear(d_model, classes)
+        # The `unk` decoder input: one learned vector in every slot (positions tell them apart).
+        self.unk_input = nn.Parameter(torch.randn(d_model) * d_model ** -0.5) \
+            if decoder_input == "unk" else None
+        if path:
+            from paragen.trainers.checkpoint import load_model_weights
+            load_model_weights(self, path)
+
+    # ------------------------------------------------------------------ lengths
+    def length_logits(self, memory: torch.Tensor, memory_padding: torch.Tensor) -> torch.Tensor:
+        """(B, classes) from the mean of the non-pad encoder states."""
+        keep = (~memory_padding).unsqueeze(-1).to(memory.dtype)
+        pooled = (memory * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+        return self.length_classifier(pooled)
+
+    def length_to_class(self, target_lengths: torch.Tensor, src_lengths: torch.Tensor
+                        ) -> torch.Tensor:
+        if self.length_prediction == "offset":
+            offset = (target_lengths - src_lengths).clamp(-self.max_length_offset,
+                                                          self.max_length_offset)
+            return offset + self.max_length_offset
+        return target_lengths.clamp(0, self.max_length)
+
+    def class_to_length(self, classes: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
+        lengths = classes - self.max_length_offset + src_lengths.unsqueeze(-1) \
+            if self.length_prediction == "offset" else classes
+        return lengths.clamp(1, self.max_length)  # at least one slot (for eos)
+
+    # ------------------------------------------------------------------ decoder
+    def initial_decoder_input(self, src: torch.Tensor, target_padding: torch.Tensor
+                              ) -> torch.Tensor:
+        """(B,T,D) vectors for T target slots, before any glancing.
+
+        Uniform copy: slot j of a length-T target takes the (scaled) embedding of source token
+        round(j·(S-1)/(T-1)), S the real source length; each sentence gets its own ratio.
+        """
+        batch, slots = target_padding.shape
+        if self.unk_input is not None:
+            return self.unk_input.expand(batch, slots, -1)
+        src_len = src.ne(self.pad_id).sum(-1, keepdim=True).to(torch.float32)
+        tgt_len = (~target_padding).sum(-1, keepdim=True).to(torch.float32)
+        positions = torch.arange(slots, device=src.device, dtype=torch.float32).unsqueeze(0)
+        scale = (src_len - 1).clamp_min(0) / (tgt_len - 1).clamp_min(1)
+        index = (positions * scale).round().long().clamp_max(src.size(1) - 1)
+        copied = src.gather(1, index)
+        return self.embed_target_tokens(copied)
+
+    def embed_target_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        embed = self.decoder.embed
+        return embed.tokens(tokens) * embed.scale
+
+    def decode(self, decoder_input: torch.Tensor, memory: torch.Tensor,
+               memory_padding: torch.Tensor, target_padding: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B,T,D) for all slots at once (no causal mask)."""
+        x = self.decoder.embed.embed_vectors(decoder_input)
+        return self.decoder.forward_embedded(x, memory, memory_padding,
+                                             target_padding=target_padding, return_hidden=True)
+
+    def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder.output_projection(hidden)
+
+    def forward(self, src: torch.Tensor, target: torch.Tensor, glance_ratio: float = 0.0
+                ) -> Dict[str, torch.Tensor]:
+        """Hidden states for the reference-length target slots, length logits and glance mask.
+
+        With `glance_ratio` > 0 this is GLAT's training step: pass 1 (no gradient) predicts
+        every slot; per sentence floor(ratio × mistakes) slots, chosen uniformly at random
+        among the non-pad ones, get the reference token's embedding as input; pass 2 (the
+        returned one) then predicts all slots, and the loss skips the glanced ones.
+        """
+        memory, memory_padding = self.encoder(src)
+        target_padding = target.eq(self.pad_id)
+        decoder_input = self.initial_decoder_input(src, target_padding)
+        glance_mask = torch.zeros_like(target_padding)
+        if glance_ratio > 0:
+            with torch.no_grad():
+                hidden = self.decode(decoder_input, memory.detach(), memory_padding,
+                                     target_padding)
+                prediction = self.output_logits(hidden).argmax(-1)
+            glance_mask = glancing_mask(prediction, target, target_padding, glance_ratio)
+            decoder_input = torch.where(glance_mask.unsqueeze(-1),
+                                        self.embed_target_tokens(target), decoder_input)
+        hidden = self.decode(decoder_input, memory, memory_padding, target_padding)
+        return {"hidden": hidden, "length_logits": self.length_logits(memory, memory_padding),
+                "glance_mask": glance_mask}
+
+
+def glancing_mask(prediction: torch.Tensor, target: torch.Tensor, target_padding: torch.Tensor,
+                  ratio: float) -> torch.Tensor:
+    """(B,T) bool: floor(ratio × Hamming(prediction, target)) random non-pad slots per row.
+
+    Vectorized: each slot draws a uniform key (padding gets a key above every real one); a
+    slot is glanced when its rank within the row is below that row's count.
+    """
+    mistakes = (prediction.ne(target) & ~target_padding).sum(-1)
+    count = torch.floor(mistakes.to(torch.float32) * ratio).long()
+    keys = torch.rand(target.shape, device=target.device).masked_fill(target_padding, 2.0)
+    ranks = keys.argsort(dim=-1).argsort(dim=-1)
+    return ranks < count.unsqueeze(-1)

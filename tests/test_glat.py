@@ -1,0 +1,133 @@
+"""GLAT: glancing, lengths, parallel decoding with NPD, overfitting, distillation."""
+import copy
+
+import pytest
+import torch
+
+from helpers import tiny_config
+from paragen.commands.train import build_task
+from paragen.generators.nat import NATGenerator, collapse_repeats, left_align
+from paragen.models.glat import GLAT, glancing_mask
+
+PAD, EOS = 0, 3
+
+
+def tiny_glat(**kwargs) -> GLAT:
+    layer = {"num_layers": 1, "num_heads": 2, "ffn_dim": 32, "dropout": 0.0}
+    model = GLAT({"class": "TransformerEncoder", **layer}, {"class": "TransformerDecoder", **layer},
+                 d_model=16, src_vocab_size=20, tgt_vocab_size=20, pad_id=PAD, **kwargs)
+    return model.eval()
+
+
+def test_glanced_count_is_floor_ratio_times_hamming_and_never_padding():
+    torch.manual_seed(0)
+    target = torch.randint(4, 20, (64, 12))
+    lengths = torch.randint(1, 13, (64,))
+    padding = torch.arange(12)[None, :] >= lengths[:, None]
+    target = target.masked_fill(padding, PAD)
+    prediction = torch.where(torch.rand(64, 12) < 0.5, target, torch.randint(4, 20, (64, 12)))
+    for ratio in (0.3, 0.5, 1.0):
+        mask = glancing_mask(prediction, target, padding, ratio)
+        hamming = (prediction.ne(target) & ~padding).sum(-1)
+        assert torch.equal(mask.sum(-1), torch.floor(hamming * ratio).long())
+        assert not (mask & padding).any()
+
+
+def test_glanced_positions_are_uniform_over_the_sentence():
+    torch.manual_seed(1)
+    target = torch.full((4000, 6), 5)
+    mask = glancing_mask(torch.zeros_like(target), target, torch.zeros_like(target, dtype=bool),
+                         0.5)  # 3 of 6 slots per row
+    frequency = mask.float().mean(0)
+    assert torch.allclose(frequency, torch.full((6,), 0.5), atol=0.04)
+
+
+def test_uniform_copy_maps_source_positions_evenly():
+    model = tiny_glat()
+    src = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, PAD, PAD]])
+    padding = torch.tensor([[False, False, False], [False, False, True]])
+    copied = model.initial_decoder_input(src, padding)
+    embed = model.embed_target_tokens
+    assert torch.allclose(copied[0], embed(torch.tensor([5, 7, 9])))
+    assert torch.allclose(copied[1, :2], embed(torch.tensor([5, 7])))
+
+
+def test_length_classes_round_trip_and_loss_ignores_padding():
+    from paragen.criteria.glancing import GlancingCrossEntropy
+
+    model = tiny_glat()
+    src_len, tgt_len = torch.tensor([5, 9]), torch.tensor([7, 4])
+    assert torch.equal(model.class_to_length(model.length_to_class(tgt_len, src_len)[:, None],
+                                             src_len).squeeze(-1), tgt_len)
+    criterion = GlancingCrossEntropy(pad_id=PAD)
+    batch = {"src": torch.tensor([[5, 6, 7, EOS], [8, EOS, PAD, PAD]]),
+             "target": torch.tensor([[9, 10, EOS], [11, EOS, PAD]]), "ntokens": 5}
+    loss, logs = criterion(model, batch)
+    padded = {"src": torch.nn.functional.pad(batch["src"], (0, 3)),
+              "target": torch.nn.functional.pad(batch["target"], (0, 4)), "ntokens": 5}
+    padded_loss, padded_logs = criterion(model, padded)
+    assert torch.allclose(loss, padded_loss, atol=1e-5)
+    assert logs["length_loss"] == pytest.approx(padded_logs["length_loss"], abs=1e-5)
+
+
+def test_glance_ratio_anneals_and_works_with_epochs_only():
+    from paragen.criteria.glancing import GlancingCrossEntropy
+
+    criterion = GlancingCrossEntropy(pad_id=PAD)
+    criterion.set_progress(0, 100)
+    assert criterion.glance_ratio == pytest.approx(0.5)
+    criterion.set_progress(50, 100)
+    assert criterion.glance_ratio == pytest.approx(0.4)
+    criterion.set_progress(300, 100)
+    assert criterion.glance_ratio == pytest.approx(0.3)
+
+
+def test_npd_picks_the_candidate_with_best_mean_logprob():
+    torch.manual_seed(3)
+    model = tiny_glat()
+    src = torch.tensor([[5, 6, 7, 8, EOS], [9, 10, EOS, PAD, PAD]])
+    npd = NATGenerator(length_beam=4, model=model, bos_id=2, eos_id=EOS, pad_id=PAD)
+    tokens, scores = npd(src)
+    memory, memory_padding = model.encoder(src)
+    lengths = npd.candidate_lengths(model.length_logits(memory, memory_padding),
+                                    src.ne(PAD).sum(-1))
+    for row in range(2):
+        best = None
+        for length in lengths[row].tolist():
+            padding = torch.zeros(1, length, dtype=torch.bool)
+            hidden = model.decode(model.initial_decoder_input(src[row:row + 1], padding),
+                                  memory[row:row + 1], memory_padding[row:row + 1], padding)
+            logp = torch.log_softmax(model.output_logits(hidden), -1).max(-1)
+            mean = logp.values.mean().item()
+            if best is None or mean > best[0]:
+                best = (mean, [t for t in logp.indices[0].tolist() if t != EOS])
+        assert scores[row].item() == pytest.approx(best[0], abs=1e-5)
+        assert [t for t in tokens[row].tolist() if t != PAD] == best[1]
+
+
+def test_collapse_repeats_and_left_align():
+    tokens = torch.tensor([[5, 5, 6, 6, 6, 7], [8, PAD, 8, 9, 9, PAD]])
+    assert left_align(collapse_repeats(tokens, PAD), PAD).tolist() == [[5, 6, 7, PAD],
+                                                                       [8, 8, 9, PAD]]
+
+
+def test_glat_overfits_a_small_corpus(small_corpus, tmp_path):
+    from paragen.datasets import read_lines
+
+    pairs = {lang: read_lines(path)[:100] for lang, path in small_corpus["train"].items()}
+    for lang, lines in pairs.items():
+        (tmp_path / f"tiny.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tiny = {lang: str(tmp_path / f"tiny.{lang}") for lang in pairs}
+    config = tiny_config(tiny, tiny, small_corpus["spm"], tmp_path / "run", max_steps=400,
+                         assess_by="valid.loss")
+    task = config["task"]
+    task["model"].update({"class": "GLAT", "d_model": 64})
+    task["criterion"] = {"class": "GlancingCrossEntropy", "epsilon": 0.0}
+    task["generator"] = {"class": "NATGenerator", "length_beam": 3}
+    task["dataloader"]["train"]["sampler"]["max_tokens"] = 2000
+    built = build_task(copy.deepcopy(config))
+    result = built.run()
+    outputs = built.translate(pairs["de"])
+    exact = sum(o == t for o, t in zip(outputs, pairs["en"]))
+    assert exact >= 60, (exact, outputs[:3])
+    assert result["valid.bleu"] > 70
