@@ -107,8 +107,7 @@ def test_npd_picks_the_candidate_with_best_mean_logprob():
 
 def test_collapse_repeats_and_left_align():
     tokens = torch.tensor([[5, 5, 6, 6, 6, 7], [8, PAD, 8, 9, 9, PAD]])
-    assert left_align(collapse_repeats(tokens, PAD), PAD).tolist() == [[5, 6, 7, PAD],
-                                                                       [8, 8, 9, PAD]]
+    assert left_align(collapse_repeats(tokens, PAD), PAD).tolist() == [[5, 6, 7], [8, 8, 9]]
 
 
 def test_glat_overfits_a_small_corpus(small_corpus, tmp_path):

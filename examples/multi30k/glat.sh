@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# GLAT on Multi30k De→En, the whole recipe: AR teacher → distill → GLAT → average → evaluate.
+# Each stage is skipped when its output exists, so the script can be rerun after a stop.
+# MINUTES sets the training budget of each model (default 40, the README's numbers).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=data/multi30k
+MINUTES=${MINUTES:-40}
+PARAGEN=${PARAGEN:-paragen}
+
+[ -f $DATA/test2016.en ] || $PARAGEN prepare-data --dataset multi30k --output $DATA
+[ -f $DATA/spm8k.model ] || $PARAGEN build-tokenizer --input $DATA/train.de $DATA/train.en \
+    --output $DATA/spm8k --vocab-size 8000
+
+# 1. The AR teacher (multi30k-small).
+[ -f runs/multi30k-transformer/best.pt ] || $PARAGEN train \
+    --config examples/multi30k/transformer.yaml task.trainer.max_minutes=$MINUTES
+
+# 2. Distill the training set with beam 4 (resumable: rerun to continue).
+$PARAGEN distill --model runs/multi30k-transformer --input $DATA/train.de \
+    --output $DATA/train.distill.en --beam 4
+
+# 3. GLAT on the distilled targets.
+[ -f runs/multi30k-glat/best.pt ] || $PARAGEN train \
+    --config examples/multi30k/glat.yaml task.trainer.max_minutes=$MINUTES
+
+# 4. Average the last 3 step checkpoints.
+$PARAGEN average-checkpoints --dir runs/multi30k-glat --last 3 \
+    --output runs/multi30k-glat/average.pt
+
+# 5. Evaluate: single pass, then noisy parallel decoding over 5 lengths.
+for ckpt in best average; do
+  $PARAGEN evaluate --model runs/multi30k-glat/$ckpt.pt \
+      --input $DATA/test2016.de --reference $DATA/test2016.en
+  $PARAGEN evaluate --model runs/multi30k-glat/$ckpt.pt \
+      --input $DATA/test2016.de --reference $DATA/test2016.en --task.generator.length_beam 5
+done
