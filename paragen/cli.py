@@ -21,6 +21,8 @@ VERBS = {
                             "average the weights of several checkpoints"),
     "prepare-data": ("paragen.commands.prepare_data", "copy or download a dataset"),
     "distill": ("paragen.commands.distill", "translate a training set with a teacher (KD)"),
+    "bench": ("paragen.commands.bench", "decoding speed of trained models, batch 1 and batched"),
+    "serve": ("paragen.commands.serve", "HTTP server with dynamic batching (127.0.0.1)"),
 }
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130

@@ -1,0 +1,39 @@
+"""`paragen serve --model DIR [--host 127.0.0.1] [--port 8080]`: an HTTP translation server.
+
+Binds to 127.0.0.1 unless told otherwise. Needs the `serve` extra (fastapi, uvicorn).
+"""
+from __future__ import annotations
+
+import argparse
+
+from paragen.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model folder or checkpoint")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--max-batch-tokens", type=int, default=4096,
+                        help="source tokens merged into one model call")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0,
+                        help="how long the first queued request waits for company")
+    parser.add_argument("--max-inputs", type=int, default=64, help="sentences per request")
+    parser.add_argument("--beam", type=int, help="AR beam size (1 = greedy)")
+    parser.add_argument("--lib", action="append", default=[])
+    parser.set_defaults(accepts_overrides=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("serving needs the serve extra: pip install 'paragen[serve]'") from None
+    from paragen.serving.app import create_app
+    from paragen.tasks.loading import load_trained_task, search_for_beam
+
+    task = load_trained_task(args.model, "infer", args.overrides, libs=args.lib,
+                             search=search_for_beam(args.beam))
+    app = create_app(task, args.model, max_inputs=args.max_inputs,
+                     max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

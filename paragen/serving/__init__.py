@@ -1,0 +1,1 @@
+"""HTTP serving with dynamic batching (optional extra: `pip install paragen[serve]`)."""
