@@ -68,9 +68,22 @@ class Environment:
             datefmt="%H:%M:%S", stream=sys.stderr)
         if self.threads > 0:
             torch.set_num_threads(self.threads)
+        if self.world_size > 1:
+            self._init_distributed()
         seed_everything(self.seed)
         import_libs(self.custom_libs)
         return self
+
+
+    def _init_distributed(self) -> None:
+        """torchrun sets RANK / LOCAL_RANK / WORLD_SIZE / MASTER_ADDR: one process per device."""
+        import torch.distributed as dist
+
+        if self.device.startswith("cuda"):
+            self.device = f"cuda:{self.local_rank}"
+            torch.cuda.set_device(self.local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.startswith("cuda") else "gloo")
 
 
 def build_env(config: Dict[str, Any] | None) -> Environment:

@@ -122,3 +122,20 @@ def test_training_writes_a_self_contained_model_folder(small_corpus, tmp_path):
     stored = load_checkpoint(str(tmp_path / "run" / "last.pt"))
     assert stored["config"]["task"]["tokenizer"]["model"] == "tokenizer.model"
     assert stored["trainer"]["step"] == 10
+
+
+def test_early_stopping_ends_training_after_patience(small_corpus, tmp_path):
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "run", max_steps=1000, validate_interval=1,
+                         early_stopping_patience=2, assess_by="valid.bleu")
+    config["task"]["trainer"]["optimizer"]["lr"] = 1e-9  # nothing improves after step 1
+    task, _ = _train(config)
+    assert task.trainer.step == 3  # best at step 1, then two validations without improvement
+
+
+def test_bf16_autocast_trains_on_cpu(small_corpus, tmp_path):
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "run", max_steps=3)
+    config["env"]["precision"] = "bf16"
+    task, result = _train(config)
+    assert task.trainer.step == 3 and result["valid.loss"] == result["valid.loss"]  # not NaN

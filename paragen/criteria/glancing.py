@@ -41,7 +41,8 @@ class GlancingCrossEntropy(nn.Module):
                 ) -> Tuple[torch.Tensor, Dict[str, float]]:
         target = batch["target"]
         ratio = self.glance_ratio if model.training else 0.0
-        out = model(batch["src"], target, glance_ratio=ratio)
+        out = model(batch["src"], target, glance_ratio=ratio)  # through DDP's wrapper if any
+        model = getattr(model, "module", model)
         learn = target.ne(self.pad_id) & ~out["glance_mask"]
         logits = model.output_logits(out["hidden"][learn])
         token_loss, nll = label_smoothed_nll(logits, target[learn], self.epsilon)

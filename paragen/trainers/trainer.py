@@ -8,6 +8,7 @@ What the trainer needs from a task (duck-typed, see `TranslationTask`):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -52,6 +53,7 @@ class Trainer:
         self.log_interval, self.resume, self.env = log_interval, resume, env
         self.step = self.epoch = self.batch_in_epoch = self.bad_validations = 0
         self.best: Optional[float] = None
+        self.last_validated_step = -1
         self.train_seconds = 0.0  # inside optimizer updates only: the tokens/s denominator
         self.wall_seconds = 0.0  # everything, validation included: what max_minutes limits
 
@@ -92,6 +94,13 @@ class Trainer:
     def train(self, task) -> Dict[str, Any]:
         os.makedirs(self.save_dir, exist_ok=True)
         self._build_optimization(task.model)
+        self.network = task.model  # what the criterion calls: DDP's wrapper when distributed
+        if self.env.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.network = DistributedDataParallel(
+                task.model, device_ids=[self.env.local_rank] if self.env.device.startswith(
+                    "cuda") else None, find_unused_parameters=False)
         per_epoch = -(-task.train_loader.num_batches(0) // self.update_freq)
         self.total_steps = self.max_steps or (self.max_epochs * per_epoch if self.max_epochs
                                               else None)
@@ -124,7 +133,7 @@ class Trainer:
         clock = time.perf_counter() - self.wall_seconds
         while not self._finished():
             batches = task.train_loader.epoch_batches(self.epoch, start=self.batch_in_epoch)
-            for update in _chunks(batches, self.update_freq):
+            for update in _chunks(batches, self.update_freq * self.env.world_size):
                 started = time.perf_counter()
                 logs = self._update(task, update)
                 elapsed = time.perf_counter() - started
@@ -146,7 +155,7 @@ class Trainer:
                 self.epoch += 1
                 self.batch_in_epoch = 0
         progress.close()
-        if not scores or scores.get("step") != self.step:
+        if self.last_validated_step != self.step:
             scores = self._validate(task)
         self._save(task, "last.pt")
         return {**scores, "train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds}
@@ -159,16 +168,28 @@ class Trainer:
 
     def _update(self, task, micro_batches: List[Dict[str, Any]]) -> Dict[str, float]:
         """One optimizer step over `micro_batches`, each weighted by its share of the tokens,
-        so accumulating N batches equals one batch N times as large."""
+        so accumulating N batches equals one batch N times as large.
+
+        Under DDP every rank sees the same list (the sampler is deterministic) and runs its
+        own slice `[rank::world]`; weights use the global token count and are multiplied by
+        the world size because DDP averages gradients. Gradients are all-reduced only on a
+        rank's last micro-batch (`no_sync` before), so N ranks equal N-fold accumulation.
+        """
         if hasattr(task.criterion, "set_progress"):  # schedules inside the loss (GLAT's ratio)
             task.criterion.set_progress(self.step, self.total_steps)
         total_tokens = sum(int(b["ntokens"]) for b in micro_batches)
+        world, rank = self.env.world_size, self.env.rank
+        local = micro_batches[rank::world]
         totals = {"loss": 0.0, "nll_loss": 0.0, "ntokens": 0}
-        for batch in micro_batches:
+        for i, batch in enumerate(local):
             batch = {k: v.to(self.env.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with self.env.autocast():
-                loss, logs = task.criterion(task.model, batch)
-            self.scaler.scale(loss * (int(batch["ntokens"]) / total_tokens)).backward()
+            sync = contextlib.nullcontext() if world == 1 or i == len(local) - 1 \
+                else self.network.no_sync()
+            with sync:
+                with self.env.autocast():
+                    loss, logs = task.criterion(self.network, batch)
+                weight = int(batch["ntokens"]) / total_tokens * world
+                self.scaler.scale(loss * weight).backward()
             for key in totals:
                 totals[key] += logs[key]
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
@@ -199,6 +220,24 @@ class Trainer:
             self.metrics_log.flush()
 
     def _validate(self, task) -> Dict[str, Any]:
+        self.last_validated_step = self.step
+        return self._validate_synced(task)
+
+    def _validate_synced(self, task) -> Dict[str, Any]:
+        """Validation and checkpoints on rank 0; the other ranks wait at a barrier and then
+        take rank 0's early-stopping count, so all ranks stop at the same step."""
+        if self.env.world_size > 1:
+            import torch.distributed as dist
+
+            scores = self._validate_main(task) if self.env.is_main else {}
+            state = [self.bad_validations, self.best]
+            dist.broadcast_object_list(state, src=0)
+            self.bad_validations, self.best = state
+            dist.barrier()
+            return scores
+        return self._validate_main(task)
+
+    def _validate_main(self, task) -> Dict[str, Any]:
         scores = task.validate()
         scores["step"] = self.step
         value = scores.get(self.assess_by)
