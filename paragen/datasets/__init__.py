@@ -2,7 +2,9 @@
 
 Importing this package registers its classes with `paragen.registry`.
 """
+from paragen.datasets.binarized import BinarizedParallelDataset, TokenArray
 from paragen.datasets.text import (JsonlDataset, ParallelTextDataset, TextDataset,
                                    read_lines)
 
-__all__ = ["JsonlDataset", "ParallelTextDataset", "TextDataset", "read_lines"]
+__all__ = ["BinarizedParallelDataset", "JsonlDataset", "ParallelTextDataset", "TextDataset",
+           "TokenArray", "read_lines"]

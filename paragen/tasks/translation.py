@@ -16,6 +16,7 @@ import os
 import shutil
 from typing import Any, Dict, List, Literal, Optional
 
+import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
@@ -115,6 +116,8 @@ class TranslationTask:
     # ------------------------------------------------------------------ data
     def _load_split(self, name: str, cfg: Dict[str, Any]) -> Dict[str, Any]:
         dataset = build("dataset", cfg, f"task.data.{name}")
+        if hasattr(dataset, "token_array"):  # binarized: ids stay on disk, read per batch
+            return self._binarized_split(dataset)
         sources = [sample[self.src] for sample in dataset]
         targets = [sample[self.tgt] for sample in dataset]
         return {"sources": sources, "targets": targets,
@@ -140,6 +143,21 @@ class TranslationTask:
                            split, truncated, self.maxlen)
         encoded["lengths"] = lengths
         return encoded
+
+    def _binarized_split(self, dataset) -> Dict[str, Any]:
+        """Ids are memory-mapped and wrapped with eos/bos on access; no reference text, so
+        such a split gives a loss (and is meant for training), not BLEU."""
+        from paragen.datasets.binarized import WrappedIds
+
+        src, tgt = dataset.token_array(self.src), dataset.token_array(self.tgt)
+        limit = self.maxlen - 1
+        if max(src.lengths.max(initial=0), tgt.lengths.max(initial=0)) > limit:
+            raise ConfigError(f"task.maxlen: binarized data has sentences longer than {limit} "
+                              f"tokens; raise maxlen or filter the corpus (paragen clean)")
+        eos, bos = self.src_tokenizer.eos_id, self.tgt_tokenizer.bos_id
+        return {"src": WrappedIds(src, [], [eos]),
+                "tgt": WrappedIds(tgt, [bos], [self.tgt_tokenizer.eos_id]),
+                "lengths": np.maximum(src.lengths + 1, tgt.lengths + 1)}
 
     def collate(self, indices: List[int], split: Dict[str, Any]) -> Dict[str, Any]:
         pad = self.tgt_tokenizer.pad_id
@@ -187,6 +205,8 @@ class TranslationTask:
                     _, logs = self.criterion(self.model, batch)
                     total, tokens = total + logs["loss"], tokens + logs["ntokens"]
             scores[f"{name}.loss"] = total / max(tokens, 1)
+            if "targets" not in self.splits[name]:
+                continue
             for metric, (value, _) in self._score_split(name).items():
                 scores[f"{name}.{metric}"] = value
         return scores
@@ -194,14 +214,14 @@ class TranslationTask:
     def _score_split(self, name: str) -> Dict[str, Any]:
         split = self.splits[name]
         hypotheses = generate_in_order(self.generator, self.loaders[name].epoch_batches(0),
-                                       len(split["sources"]), self.decode, self.env)
+                                       len(split["lengths"]), self.decode, self.env)
         self.last_hypotheses = hypotheses
         return self.evaluator.score(hypotheses, split["targets"])
 
     def evaluate(self) -> Dict[str, Any]:
         results: Dict[str, Any] = {}
         for name in self.splits:
-            if name == "train":
+            if name == "train" or "targets" not in self.splits[name]:
                 continue
             scores = self._score_split(name)
             for metric, (value, signature) in scores.items():

@@ -1,0 +1,63 @@
+"""`paragen binarize --tokenizer spm.model --input train.de train.en --output-dir data-bin`.
+
+Tokenizes each file once into memory-mapped token ids (see paragen/datasets/binarized.py),
+streaming in chunks, so corpora far larger than RAM can be prepared. Train on them with
+`class: BinarizedParallelDataset, path: {de: data-bin/train.de, en: data-bin/train.en}`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import time
+from typing import Iterator, List
+
+from tqdm import tqdm
+
+from paragen.errors import DataError
+
+CHUNK_LINES = 50_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tokenizer", required=True, help="SentencePiece .model file")
+    parser.add_argument("--input", nargs="+", required=True, help="text files, one per side")
+    parser.add_argument("--output-dir", required=True, help="writes <dir>/<input name>.bin/.idx")
+
+
+def read_chunks(path: str, size: int = CHUNK_LINES) -> Iterator[List[str]]:
+    """UTF-8 lines in chunks, with the file and line number of the first bad byte."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    chunk: List[str] = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                chunk.append(raw.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: not valid UTF-8 ({err.reason} at column "
+                                f"{err.start + 1})") from None
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def run(args: argparse.Namespace) -> int:
+    from paragen.datasets.binarized import write_binarized
+    from paragen.tokenizers import SentencePieceTokenizer
+
+    tokenizer = SentencePieceTokenizer(args.tokenizer)
+    with open(args.tokenizer, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    for path in args.input:
+        prefix = os.path.join(args.output_dir, os.path.basename(path))
+        started = time.perf_counter()
+        progress = tqdm(unit="sent", desc=os.path.basename(path))
+        chunks = (progress.update(len(c)) or tokenizer.encode_batch(c) for c in read_chunks(path))
+        meta = write_binarized(chunks, prefix, tokenizer.vocab_size, f"{args.tokenizer}#{digest}")
+        progress.close()
+        print(f"{path} → {prefix}.bin/.idx: {meta['sentences']} sentences, {meta['tokens']} "
+              f"tokens ({meta['dtype']}), {time.perf_counter() - started:.1f} s")
+    return 0
