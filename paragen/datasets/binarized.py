@@ -83,19 +83,26 @@ def write_binarized(encoded_chunks: Iterable[List[List[int]]], prefix: str, voca
     dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     offsets, total = [0], 0
-    with open(prefix + ".bin.tmp", "wb") as bin_file:
-        for chunk in encoded_chunks:
-            lengths = np.fromiter((len(ids) for ids in chunk), dtype=np.int64, count=len(chunk))
-            flat = np.fromiter((t for ids in chunk for t in ids), dtype=dtype,
-                               count=int(lengths.sum()))
-            flat.tofile(bin_file)
-            offsets.extend((total + np.cumsum(lengths)).tolist())
-            total += int(lengths.sum())
-    np.asarray(offsets, dtype=np.int64).tofile(prefix + ".idx.tmp")
-    meta = {"dtype": np.dtype(dtype).name, "sentences": len(offsets) - 1, "tokens": total,
-            "vocab_size": vocab_size, "tokenizer": tokenizer}
-    with open(prefix + ".json.tmp", "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=1)
+    try:
+        with open(prefix + ".bin.tmp", "wb") as bin_file:
+            for chunk in encoded_chunks:
+                lengths = np.fromiter((len(ids) for ids in chunk), dtype=np.int64,
+                                      count=len(chunk))
+                flat = np.fromiter((t for ids in chunk for t in ids), dtype=dtype,
+                                   count=int(lengths.sum()))
+                flat.tofile(bin_file)
+                offsets.extend((total + np.cumsum(lengths)).tolist())
+                total += int(lengths.sum())
+        np.asarray(offsets, dtype=np.int64).tofile(prefix + ".idx.tmp")
+        meta = {"dtype": np.dtype(dtype).name, "sentences": len(offsets) - 1, "tokens": total,
+                "vocab_size": vocab_size, "tokenizer": tokenizer}
+        with open(prefix + ".json.tmp", "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1)
+    except BaseException:  # bad input half way: leave nothing behind
+        for suffix in (".bin.tmp", ".idx.tmp", ".json.tmp"):
+            if os.path.exists(prefix + suffix):
+                os.remove(prefix + suffix)
+        raise
     for suffix in (".bin", ".idx", ".json"):
         os.replace(prefix + suffix + ".tmp", prefix + suffix)
     return meta
