@@ -54,3 +54,13 @@ def tiny_config(train: Dict[str, str], valid: Dict[str, str], spm_model: str, sa
 def write_config(config: Dict[str, Any], path: Path) -> str:
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return str(path)
+
+
+def write_pairs(folder: Path, pairs: Dict[str, list], name: str = "tiny") -> Dict[str, str]:
+    """Write {lang: lines} as folder/name.<lang> files; returns {lang: path}."""
+    paths = {}
+    for lang, lines in pairs.items():
+        path = folder / f"{name}.{lang}"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        paths[lang] = str(path)
+    return paths

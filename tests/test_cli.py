@@ -150,3 +150,11 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(small_corpus, tmp_path):
     assert not [n for n in os.listdir(tmp_path / "run") if n.startswith(".tmp-")]
     assert main(["train", "--config", path, f"task.trainer.max_steps={step + 2}"]) == 0
     assert load_checkpoint(str(tmp_path / "run" / "last.pt"))["trainer"]["step"] == step + 2
+
+
+def test_generate_rejects_bad_stdin_bytes_with_line_number(trained):
+    result = subprocess.run([sys.executable, "-m", "paragen.cli", "generate", "--model",
+                             str(trained)], input=b"Ein Hund.\nkaputt \xff\n",
+                            capture_output=True, timeout=120)
+    assert result.returncode == 2
+    assert b"<stdin>:2: not valid UTF-8" in result.stderr.splitlines()[-1]

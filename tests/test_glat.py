@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from helpers import tiny_config
+from helpers import tiny_config, write_pairs
 from paragen.commands.train import build_task
 from paragen.generators.nat import NATGenerator, collapse_repeats, left_align
 from paragen.models.glat import GLAT, glancing_mask
@@ -114,9 +114,7 @@ def test_glat_overfits_a_small_corpus(small_corpus, tmp_path):
     from paragen.datasets import read_lines
 
     pairs = {lang: read_lines(path)[:100] for lang, path in small_corpus["train"].items()}
-    for lang, lines in pairs.items():
-        (tmp_path / f"tiny.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tiny = {lang: str(tmp_path / f"tiny.{lang}") for lang in pairs}
+    tiny = write_pairs(tmp_path, pairs)
     config = tiny_config(tiny, tiny, small_corpus["spm"], tmp_path / "run", max_steps=500,
                          assess_by="valid.loss")
     task = config["task"]

@@ -26,22 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_chunks(path: str, size: int = CHUNK_LINES) -> Iterator[List[str]]:
-    """UTF-8 lines in chunks, with the file and line number of the first bad byte."""
+    from paragen.datasets import iter_line_chunks
+
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
-    chunk: List[str] = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                chunk.append(raw.decode("utf-8").rstrip("\r\n"))
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid UTF-8 ({err.reason} at column "
-                                f"{err.start + 1})") from None
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk
+    with open(path, "rb") as stream:
+        yield from iter_line_chunks(stream, path, size)
 
 
 def run(args: argparse.Namespace) -> int:

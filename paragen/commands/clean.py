@@ -22,6 +22,7 @@ import re
 from collections import Counter
 from typing import Callable, Iterator, Optional, Tuple
 
+from paragen.datasets import decode_line
 from paragen.errors import ConfigError, DataError
 
 RULES = ("empty", "length", "ratio", "duplicate", "near_duplicate", "language")
@@ -58,15 +59,7 @@ def read_pairs(src: str, tgt: str) -> Iterator[Tuple[int, str, str]]:
                 short, other = (src, tgt) if not a else (tgt, src)
                 raise DataError(f"parallel files are not aligned: {short} ends at line "
                                 f"{number - 1} but {other} goes on")
-            yield number, _decode(a, src, number), _decode(b, tgt, number)
-
-
-def _decode(raw: bytes, path: str, number: int) -> str:
-    try:
-        return raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}:{number}: not valid UTF-8 ({err.reason} at column "
-                        f"{err.start + 1})") from None
+            yield number, decode_line(a, src, number), decode_line(b, tgt, number)
 
 
 def _key(a: str, b: str) -> bytes:

@@ -6,6 +6,7 @@ input order, so arbitrarily long files stream with bounded memory.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Iterator, List
 
@@ -45,22 +46,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _chunks(path: str | None) -> Iterator[List[str]]:
-    if path:
-        from paragen.datasets import read_lines
+    from paragen.datasets import iter_line_chunks
 
-        lines = read_lines(path)
-        for start in range(0, len(lines), CHUNK_LINES):
-            yield lines[start:start + CHUNK_LINES]
+    if path is None:
+        yield from iter_line_chunks(sys.stdin.buffer, "<stdin>", CHUNK_LINES)
         return
-    chunk: List[str] = []
-    for number, raw in enumerate(sys.stdin.buffer, start=1):
-        try:
-            chunk.append(raw.decode("utf-8").rstrip("\r\n"))
-        except UnicodeDecodeError as err:
-            raise DataError(f"<stdin>:{number}: not valid UTF-8 ({err.reason} at column "
-                            f"{err.start + 1})") from None
-        if len(chunk) == CHUNK_LINES:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    with open(path, "rb") as stream:
+        yield from iter_line_chunks(stream, path, CHUNK_LINES)

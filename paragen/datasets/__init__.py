@@ -4,7 +4,7 @@ Importing this package registers its classes with `paragen.registry`.
 """
 from paragen.datasets.binarized import BinarizedParallelDataset, TokenArray
 from paragen.datasets.text import (JsonlDataset, ParallelTextDataset, TextDataset,
-                                   read_lines)
+                                   decode_line, iter_line_chunks, read_lines)
 
 __all__ = ["BinarizedParallelDataset", "JsonlDataset", "ParallelTextDataset", "TextDataset",
-           "TokenArray", "read_lines"]
+           "TokenArray", "decode_line", "iter_line_chunks", "read_lines"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, BinaryIO, Dict, Iterator, List, Literal, Optional
 
 from paragen.errors import DataError
 from paragen.registry import register_dataset
@@ -17,6 +17,30 @@ from paragen.registry import register_dataset
 logger = logging.getLogger("paragen")
 
 EmptyPolicy = Literal["keep", "skip", "error"]
+
+
+def decode_line(raw: bytes, name: str, number: int) -> str:
+    """One line of bytes as text, without its `\n` / `\r\n`; bad UTF-8 names file and line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{name}:{number}: not valid UTF-8 ({err.reason} at column "
+                        f"{err.start + 1})") from None
+    if text.endswith("\n"):
+        text = text[:-2] if text.endswith("\r\n") else text[:-1]
+    return text
+
+
+def iter_line_chunks(stream: BinaryIO, name: str, size: int) -> Iterator[List[str]]:
+    """A binary stream's lines in chunks of `size`, so inputs of any length use bounded memory."""
+    chunk: List[str] = []
+    for number, raw in enumerate(stream, start=1):
+        chunk.append(decode_line(raw, name, number))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def read_lines(path: str) -> List[str]:
