@@ -180,6 +180,10 @@ class Trainer:
         total_tokens = sum(int(b["ntokens"]) for b in micro_batches)
         world, rank = self.env.world_size, self.env.rank
         local = micro_batches[rank::world]
+        # The last update of an epoch may hold fewer batches than ranks: an idle rank still
+        # runs one zero-weight pass, so that every rank joins the gradient all-reduce.
+        idle = not local
+        local = local or micro_batches[:1]
         totals = {"loss": 0.0, "nll_loss": 0.0, "ntokens": 0}
         for i, batch in enumerate(local):
             batch = {k: v.to(self.env.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -188,10 +192,10 @@ class Trainer:
             with sync:
                 with self.env.autocast():
                     loss, logs = task.criterion(self.network, batch)
-                weight = int(batch["ntokens"]) / total_tokens * world
+                weight = 0.0 if idle else int(batch["ntokens"]) / total_tokens * world
                 self.scaler.scale(loss * weight).backward()
             for key in totals:
-                totals[key] += logs[key]
+                totals[key] += 0 if idle else logs[key]
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         if self.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(task.model.parameters(), self.clip_norm)
