@@ -16,8 +16,8 @@ from typing import Any, Dict, Literal, Optional, Tuple
 import torch
 from torch import nn
 
-from paragen.modules.layers import make_embedding
-from paragen.registry import build, register_model
+from paragen.models.seq2seq import build_encoder_decoder
+from paragen.registry import register_model
 
 
 @register_model
@@ -30,19 +30,13 @@ class GLAT(nn.Module):
                  path: Optional[str] = None, *, src_vocab_size: int, tgt_vocab_size: int,
                  pad_id: int, config_path: str = "task.model"):
         super().__init__()
-        if share_embedding == "all" and src_vocab_size != tgt_vocab_size:
-            raise ValueError(f"{config_path}.share_embedding: 'all' needs one joint vocabulary")
         if decoder.get("causal", False):
             raise ValueError(f"{config_path}.decoder.causal: a NAT decoder must be non-causal")
-        self.pad_id, self.decoder_input_kind = pad_id, decoder_input
-        self.length_prediction, self.max_length = length_prediction, max_length
+        self.pad_id, self.length_prediction, self.max_length = pad_id, length_prediction, max_length
         self.max_length_offset = max_length_offset
-        shared = make_embedding(src_vocab_size, d_model, pad_id) if share_embedding == "all" else None
-        self.encoder = build("encoder", {**encoder, "d_model": d_model}, f"{config_path}.encoder",
-                             vocab_size=src_vocab_size, pad_id=pad_id, embed=shared)
-        self.decoder = build("decoder", {**decoder, "d_model": d_model, "causal": False},
-                             f"{config_path}.decoder", vocab_size=tgt_vocab_size, pad_id=pad_id,
-                             embed=shared, share_output_embedding=share_embedding != "none")
+        self.encoder, self.decoder = build_encoder_decoder(
+            encoder, {**decoder, "causal": False}, d_model, share_embedding, src_vocab_size,
+            tgt_vocab_size, pad_id, config_path)
         classes = 2 * max_length_offset + 1 if length_prediction == "offset" else max_length + 1
         self.length_classifier = nn.Linear(d_model, classes)
         # The `unk` decoder input: one learned vector in every slot (positions tell them apart).

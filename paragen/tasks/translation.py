@@ -118,8 +118,11 @@ class TranslationTask:
         dataset = build("dataset", cfg, f"task.data.{name}")
         if hasattr(dataset, "token_array"):  # binarized: ids stay on disk, read per batch
             return self._binarized_split(dataset)
-        sources = [sample[self.src] for sample in dataset]
-        targets = [sample[self.tgt] for sample in dataset]
+        if hasattr(dataset, "lines"):  # column access: no per-sample dicts built
+            sources, targets = dataset.lines(self.src), dataset.lines(self.tgt)
+        else:
+            sources = [sample[self.src] for sample in dataset]
+            targets = [sample[self.tgt] for sample in dataset]
         return {"sources": sources, "targets": targets,
                 **self.encode(sources, targets, split=name)}
 
