@@ -4,11 +4,13 @@
     python benchmarks/train_multi30k.py --config examples/multi30k/glat.yaml \
         --save-dir runs/multi30k-glat --teacher runs/multi30k-transformer \
         --output benchmarks/results/train_multi30k_glat.json
+    # raw-data GLAT: add define.train_target=data/multi30k/train.en (any config override)
 
 Writes a JSON result: wall time, training tokens/s (median of the logged windows), updates,
 and test2016 sacreBLEU with its signature for the best and the last-3-averaged checkpoints
-(AR: beam 4 and greedy; NAT: one pass, NPD over 5 lengths, NPD reranked by the teacher). Run it on an otherwise idle machine: two
-processes sharing two cores slow each other down several times over.
+(AR: beam 4 and greedy; NAT: one pass, NPD over 5 lengths, NPD reranked by the teacher).
+`--evaluate-only` scores a run that already finished. Run it on an otherwise idle machine:
+two processes sharing two cores slow each other down several times over.
 """
 from __future__ import annotations
 
@@ -62,6 +64,10 @@ def main() -> None:
     parser.add_argument("--config", default="examples/multi30k/transformer.yaml")
     parser.add_argument("--teacher", help="AR model folder for reranked NPD (NAT configs)")
     parser.add_argument("--output", default="benchmarks/results/train_multi30k.json")
+    parser.add_argument("overrides", nargs="*",
+                        help="config overrides, e.g. define.train_target=data/multi30k/train.en")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="score a finished run in --save-dir (wall time from its last.pt)")
     args = parser.parse_args()
     if not os.path.exists(f"{DATA}/test2016.en"):
         paragen("prepare-data", "--dataset", "multi30k", "--output", DATA)
@@ -69,11 +75,17 @@ def main() -> None:
         paragen("build-tokenizer", "--input", f"{DATA}/train.de", f"{DATA}/train.en",
                 "--output", f"{DATA}/spm8k", "--vocab-size", "8000")
     started = time.time()
-    subprocess.run([sys.executable, "-m", "paragen.cli", "train", "--config", args.config,
-                    f"task.trainer.max_minutes={args.minutes}",
-                    f"task.trainer.save_dir={args.save_dir}", "env.no_progress_bar=true"],
-                   check=True)
-    wall = time.time() - started
+    if args.evaluate_only:
+        from paragen.trainers.checkpoint import load_checkpoint
+
+        wall = load_checkpoint(f"{args.save_dir}/last.pt")["trainer"]["wall_seconds"]
+    else:
+        subprocess.run([sys.executable, "-m", "paragen.cli", "train", "--config", args.config,
+                        f"task.trainer.max_minutes={args.minutes}",
+                        f"task.trainer.save_dir={args.save_dir}", "env.no_progress_bar=true",
+                        *args.overrides],
+                       check=True)
+        wall = time.time() - started
     records = [json.loads(line) for line in open(f"{args.save_dir}/metrics.jsonl")]
     windows = [r for r in records if "tokens_per_s" in r]
     validations = [r for r in records if r.get("validation")]

@@ -24,6 +24,7 @@ VERBS = {
     "binarize": ("paragen.commands.binarize", "tokenize text once into memory-mapped ids"),
     "distill": ("paragen.commands.distill", "translate a training set with a teacher (KD)"),
     "bench": ("paragen.commands.bench", "decoding speed of trained models, batch 1 and batched"),
+    "export": ("paragen.commands.export", "write a model as ONNX or TorchScript graphs"),
     "serve": ("paragen.commands.serve", "HTTP server with dynamic batching (127.0.0.1)"),
 }
 

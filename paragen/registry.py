@@ -183,7 +183,7 @@ def _import_builtins() -> None:
 
     for package in ("tokenizers", "datasets", "samplers", "dataloaders", "encoders", "decoders",
                     "models", "search", "generators", "criteria", "optim", "lr_schedulers",
-                    "trainers", "metrics", "evaluators", "tasks"):
+                    "trainers", "metrics", "evaluators", "tasks", "exporting"):
         importlib.import_module(f"paragen.{package}")
 
 

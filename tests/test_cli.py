@@ -158,3 +158,54 @@ def test_generate_rejects_bad_stdin_bytes_with_line_number(trained):
                             capture_output=True, timeout=120)
     assert result.returncode == 2
     assert b"<stdin>:2: not valid UTF-8" in result.stderr.splitlines()[-1]
+
+
+def _losses(metrics_path) -> dict:
+    """step → loss, the last record per step winning (a resumed run rewrites the steps it
+    redoes after the checkpoint it restarted from)."""
+    import json
+
+    records = []
+    for line in metrics_path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # the line a kill -9 cut short
+            continue
+    return {r["step"]: r["loss"] for r in records if "loss" in r and "validation" not in r}
+
+
+def test_kill_9_then_resume_repeats_the_uninterrupted_loss_sequence(small_corpus, tmp_path):
+    """SIGKILL (no handler runs) at a random step; resuming from the last checkpoint then
+    gives, step for step, the losses of a run that was never interrupted."""
+    import random
+
+    def config(name):
+        cfg = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                          tmp_path / name, max_steps=18, log_interval=1, validate_interval=4)
+        cfg["task"]["model"]["encoder"]["dropout"] = cfg["task"]["model"]["decoder"]["dropout"] = 0.3
+        cfg["env"]["threads"] = 1
+        return write_config(cfg, tmp_path / f"{name}.yaml")
+
+    assert main(["train", "--config", config("straight")]) == 0
+    reference = _losses(tmp_path / "straight" / "metrics.jsonl")
+    assert sorted(reference) == list(range(1, 19))
+
+    kill_at = random.Random().randint(6, 15)
+    path = config("crashed")
+    process = subprocess.Popen([sys.executable, "-m", "paragen.cli", "train", "--config", path],
+                               stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "crashed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or
+                                      max(_losses(metrics), default=0) < kill_at):
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    restart = load_checkpoint(str(tmp_path / "crashed" / "last.pt"))["trainer"]["step"]
+    assert 4 <= restart < 18, (kill_at, restart)
+    assert main(["train", "--config", path]) == 0
+    resumed = _losses(metrics)
+    assert sorted(resumed) == list(range(1, 19))
+    for step in range(restart + 1, 19):
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-6), (kill_at, step)

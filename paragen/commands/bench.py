@@ -67,13 +67,18 @@ def time_batched(task, split: Dict[str, Any], batch_tokens: int, repeats: int) -
 
 
 def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
-    from paragen.tasks.loading import resolve_checkpoint
-    from paragen.trainers.checkpoint import load_checkpoint
+    from paragen.exporting.runtime import read_manifest
+    from paragen.tasks.loading import is_exported, stored_config
 
-    generator = load_checkpoint(resolve_checkpoint(model))["config"]["task"].get("generator") or {}
+    generator = stored_config(model)[0]["task"].get("generator") or {}
+    engine = ""
+    if is_exported(model):
+        manifest = read_manifest(model)
+        engine = f" {manifest['format']}" + (f" {manifest['quantized']}"
+                                             if manifest.get("quantized") else "")
     if generator.get("class", "SequenceGenerator").lower() == "natgenerator":
-        return "NAT", NAT_SETTINGS
-    return "AR", AR_SETTINGS
+        return "NAT" + engine, NAT_SETTINGS
+    return "AR" + engine, AR_SETTINGS
 
 
 def build_for(model: str, kind: str, setting: Dict[str, Any], quantize: bool):
@@ -96,12 +101,13 @@ def run(args: argparse.Namespace) -> int:
     rows: List[Dict[str, Any]] = []
     for model in args.model:
         kind, settings = settings_for(model)
+        quantizable = [False, True] if args.quantize and " " not in kind else [False]
         for name, setting in settings:
-            for quantize in ([False, True] if args.quantize else [False]):
-                task = build_for(model, kind, setting, quantize)
-                split = task.encode(lines)
+            for quantize in quantizable:
                 for threads in args.threads:
-                    torch.set_num_threads(threads)
+                    torch.set_num_threads(threads)  # before building: ONNX sessions fix it
+                    task = build_for(model, kind, setting, quantize)
+                    split = task.encode(lines)
                     with torch.inference_mode():
                         warm = {k: v[:64] for k, v in split.items()}
                         time_batched(task, warm, args.batch_tokens, 1)

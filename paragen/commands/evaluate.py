@@ -26,10 +26,9 @@ def run(args: argparse.Namespace) -> int:
     if args.input or args.reference:
         if not (args.input and args.reference):
             raise ConfigError("--input and --reference go together")
-        from paragen.tasks.loading import resolve_checkpoint
-        from paragen.trainers.checkpoint import load_checkpoint
+        from paragen.tasks.loading import stored_config
 
-        task_cfg = load_checkpoint(resolve_checkpoint(args.model))["config"]["task"]
+        task_cfg = stored_config(args.model)[0]["task"]
         data = {"test": {"class": "ParallelTextDataset",
                          "path": {task_cfg["src"]: args.input, task_cfg["tgt"]: args.reference}}}
     overrides = list(args.overrides)

@@ -1,4 +1,5 @@
 """Data loaders: turn a sampler's index batches into collated batches. Importing registers them."""
 from paragen.dataloaders.loader import DataLoader
+from paragen.dataloaders.streaming import StreamingDataLoader
 
-__all__ = ["DataLoader"]
+__all__ = ["DataLoader", "StreamingDataLoader"]

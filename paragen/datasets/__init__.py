@@ -3,8 +3,9 @@
 Importing this package registers its classes with `paragen.registry`.
 """
 from paragen.datasets.binarized import BinarizedParallelDataset, TokenArray
+from paragen.datasets.streaming import StreamingParallelDataset
 from paragen.datasets.text import (JsonlDataset, ParallelTextDataset, TextDataset,
                                    decode_line, iter_line_chunks, read_lines)
 
-__all__ = ["BinarizedParallelDataset", "JsonlDataset", "ParallelTextDataset", "TextDataset",
-           "TokenArray", "decode_line", "iter_line_chunks", "read_lines"]
+__all__ = ["BinarizedParallelDataset", "JsonlDataset", "ParallelTextDataset",
+           "StreamingParallelDataset", "TextDataset", "TokenArray", "decode_line", "iter_line_chunks", "read_lines"]

@@ -54,12 +54,17 @@ class TransformerDecoder(nn.Module):
     def forward_embedded(self, x: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
                          target_padding: Optional[torch.Tensor] = None,
                          cache: Optional[List[LayerCache]] = None,
-                         return_hidden: bool = False) -> torch.Tensor:
-        """Decode already-embedded inputs (B,T,D). NAT models pass `target_padding` (B,T)."""
+                         return_hidden: bool = False, single_step: bool = False) -> torch.Tensor:
+        """Decode already-embedded inputs (B,T,D). NAT models pass `target_padding` (B,T).
+
+        `single_step` tells a traced graph (`paragen export`) that x is one cached step, which
+        it cannot read from a symbolic shape.
+        """
         memory_mask = padding_to_attn_mask(memory_padding)
         self_mask = None if target_padding is None else padding_to_attn_mask(target_padding)
         # One query step against a cache needs no causal mask: it may see every cached key.
-        is_causal = self.causal and (cache is None or x.size(1) > 1)
+        single_step = single_step or (cache is not None and x.size(1) == 1)
+        is_causal = self.causal and not single_step
         for i, layer in enumerate(self.layers):
             x = layer(x, self_mask=self_mask, is_causal=is_causal, memory=memory,
                       memory_mask=memory_mask, cache=None if cache is None else cache[i])

@@ -47,22 +47,21 @@ class NATGenerator(nn.Module):
     def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B,S) source ids → (B,T) output ids padded with pad (eos removed) and (B,) scores."""
         model = self.model
-        memory, memory_padding = model.encoder(src)
+        memory, memory_padding, length_logits = model.encode(src)
         src_lengths = src.ne(self.pad_id).sum(-1)
-        lengths = self.candidate_lengths(model.length_logits(memory, memory_padding), src_lengths)
+        lengths = self.candidate_lengths(length_logits, src_lengths)
         batch, k = lengths.shape
         rows = torch.arange(batch, device=src.device).repeat_interleave(k)
         lengths = lengths.reshape(-1)
         slots = int(lengths.max())
         target_padding = torch.arange(slots, device=src.device)[None, :] >= lengths[:, None]
-        decoder_input = model.initial_decoder_input(src[rows], target_padding)
-        hidden = model.decode(decoder_input, memory[rows], memory_padding[rows], target_padding)
-        logprobs = torch.log_softmax(model.output_logits(hidden).float(), dim=-1)
-        token_scores, tokens = logprobs.max(dim=-1)
+        if k > 1:
+            src, memory, memory_padding = src[rows], memory[rows], memory_padding[rows]
+        tokens, token_scores = model.predict_slots(src, memory, memory_padding, target_padding)
         tokens = tokens.masked_fill(target_padding, self.pad_id)
         scores = token_scores.masked_fill(target_padding, 0.0).sum(-1) / lengths
         if self.reranker is not None and k > 1:
-            scores = self.reranker(src[rows], tokens, self.bos_id, self.eos_id)
+            scores = self.reranker(src, tokens, self.bos_id, self.eos_id)
         best = scores.view(batch, k).argmax(-1)
         chosen = torch.arange(batch, device=src.device) * k + best
         tokens, scores = tokens[chosen], scores[chosen]

@@ -99,6 +99,22 @@ class GLAT(nn.Module):
     def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.decoder.output_projection(hidden)
 
+    # ------------------------------------------------------------------ inference interface
+    # What a NAT generator needs, in two coarse steps, so that an exported graph pair
+    # (`paragen.exporting`) can stand in for the model.
+    def encode(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """memory (B,S,D), memory_padding (B,S) and length logits (B,classes)."""
+        memory, memory_padding = self.encoder(src)
+        return memory, memory_padding, self.length_logits(memory, memory_padding)
+
+    def predict_slots(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+                      target_padding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Best token (B,T) of every slot and its log-probability (B,T), in one pass."""
+        hidden = self.decode(self.initial_decoder_input(src, target_padding), memory,
+                             memory_padding, target_padding)
+        scores, tokens = torch.log_softmax(self.output_logits(hidden).float(), dim=-1).max(-1)
+        return tokens, scores
+
     def forward(self, src: torch.Tensor, target: torch.Tensor, glance_ratio: float = 0.0
                 ) -> Dict[str, torch.Tensor]:
         """Hidden states for the reference-length target slots, length logits and glance mask.

@@ -33,6 +33,8 @@ def select_rows(cache: Cache, index: torch.Tensor) -> None:
 
 def decoder_max_positions(decoder: nn.Module) -> Optional[int]:
     """The decoder's position table size, if it exposes one: lengths are clamped to fit it."""
+    if hasattr(decoder, "max_positions"):  # an exported decoder states it
+        return int(decoder.max_positions)
     positions = getattr(getattr(decoder, "embed", None), "positions", None)
     weight = getattr(positions, "weight", None)
     return None if weight is None else int(weight.size(0))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from paragen.config import apply_overrides, parse_overrides
 from paragen.errors import ConfigError, DataError
@@ -40,11 +40,11 @@ def load_trained_task(model: str, mode: str, overrides: List[str] = (),
     """
     from paragen.commands.train import build_task
 
-    checkpoint = resolve_checkpoint(model)
-    config = copy.deepcopy(load_checkpoint(checkpoint)["config"])
+    config, base_dir = stored_config(model)
     task_cfg = config["task"]
     task_cfg["mode"] = mode
-    task_cfg["model"]["path"] = os.path.abspath(checkpoint)
+    task_cfg["model"]["path"] = os.path.abspath(base_dir if is_exported(model)
+                                                else resolve_checkpoint(model))
     for key in ("trainer", "criterion"):
         task_cfg.pop(key, None)
     if search is not None:
@@ -58,4 +58,22 @@ def load_trained_task(model: str, mode: str, overrides: List[str] = (),
     elif "data" in task_cfg:
         task_cfg["data"] = {k: v for k, v in task_cfg["data"].items() if k != "train"}
     config = apply_overrides(config, parse_overrides(overrides))
-    return build_task(config, libs, base_dir=os.path.dirname(os.path.abspath(checkpoint)))
+    return build_task(config, libs, base_dir=base_dir)
+
+
+def is_exported(model: str) -> bool:
+    """A folder written by `paragen export` (graphs + export.json) rather than checkpoints."""
+    from paragen.exporting.runtime import MANIFEST
+
+    return os.path.isdir(model) and os.path.isfile(os.path.join(model, MANIFEST))
+
+
+def stored_config(model: str) -> Tuple[Dict[str, Any], str]:
+    """(a copy of the config a model folder/checkpoint was saved with, the folder it lives in)."""
+    if is_exported(model):
+        from paragen.exporting.runtime import read_manifest
+
+        return copy.deepcopy(read_manifest(model)["config"]), os.path.abspath(model)
+    checkpoint = resolve_checkpoint(model)
+    return (copy.deepcopy(load_checkpoint(checkpoint)["config"]),
+            os.path.dirname(os.path.abspath(checkpoint)))

@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from paragen.errors import ConfigError
 from paragen.evaluators import generate_in_order
-from paragen.registry import build, register_task
+from paragen.registry import build, lookup, register_task
 
 logger = logging.getLogger("paragen")
 
@@ -116,6 +116,11 @@ class TranslationTask:
     # ------------------------------------------------------------------ data
     def _load_split(self, name: str, cfg: Dict[str, Any]) -> Dict[str, Any]:
         dataset = build("dataset", cfg, f"task.data.{name}")
+        if getattr(dataset, "streaming", False):  # read, tokenized and batched lazily
+            if name != "train":
+                raise ConfigError(f"task.data.{name}: streaming datasets are for training; "
+                                  f"use ParallelTextDataset for {name}")
+            return {"streaming": dataset}
         if hasattr(dataset, "token_array"):  # binarized: ids stay on disk, read per batch
             return self._binarized_split(dataset)
         if hasattr(dataset, "lines"):  # column access: no per-sample dicts built
@@ -176,6 +181,8 @@ class TranslationTask:
 
     def _build_loader(self, name: str, split: Optional[Dict[str, Any]] = None):
         split = split or self.splits[name]
+        if "streaming" in split:
+            return self._build_streaming_loader(name, split["streaming"])
         default = _DEFAULT_LOADERS["train" if name == "train" else "eval"]
         cfg = dict(self.cfg["dataloader"].get(name) or default)
         sampler = build("sampler", cfg.pop("sampler", default["sampler"]),
@@ -183,6 +190,16 @@ class TranslationTask:
         return build("dataloader", cfg, f"task.dataloader.{name}",
                      samples=list(range(len(split["lengths"]))), lengths=split["lengths"],
                      sampler=sampler, collate_fn=lambda idx: self.collate(idx, split))
+
+    def _build_streaming_loader(self, name: str, dataset):
+        cfg = dict(self.cfg["dataloader"].get(name) or {"class": "StreamingDataLoader"})
+        path = f"task.dataloader.{name}"
+        if not getattr(lookup("dataloader", cfg.get("class"), path), "rank_local", False):
+            raise ConfigError(f"{path}.class: a streaming dataset needs a streaming loader "
+                              f"(StreamingDataLoader), got {cfg.get('class')}")
+        return build("dataloader", cfg, path, dataset=dataset, encode=self.encode,
+                     collate_fn=self.collate, src=self.src, tgt=self.tgt, rank=self.env.rank,
+                     world_size=self.env.world_size)
 
     # ------------------------------------------------------------------ run
     def run(self) -> Dict[str, Any]:

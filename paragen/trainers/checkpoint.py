@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -59,6 +59,22 @@ def load_model_weights(model: nn.Module, path_or_paths: str) -> None:
     if missing or unexpected:
         raise DataError(f"{path_or_paths}: checkpoint does not match the model "
                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+
+def load_matching_weights(model: nn.Module, path: str) -> Tuple[List[str], List[str]]:
+    """Copy every parameter of the checkpoint whose name and shape match; return (loaded, kept).
+
+    Why: a NAT student starts much better from its AR teacher's encoder, embeddings and
+    decoder layers (same names and shapes) than from random weights; the parts the teacher
+    lacks (GLAT's length classifier) keep their fresh initialization.
+    """
+    source = {k.removeprefix("module."): v for k, v in load_checkpoint(path)["model"].items()}
+    target = getattr(model, "module", model).state_dict()
+    matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    if not matching:
+        raise DataError(f"{path}: no parameter matches the model by name and shape")
+    getattr(model, "module", model).load_state_dict(matching, strict=False)
+    return sorted(matching), sorted(set(target) - set(matching))
 
 
 def average_states(paths: List[str]) -> Dict[str, torch.Tensor]:

@@ -23,8 +23,8 @@ from tqdm import tqdm
 from paragen.errors import ParagenError
 from paragen.optim import parameter_groups
 from paragen.registry import build, register_trainer
-from paragen.trainers.checkpoint import (load_checkpoint, model_state, rng_state, save_checkpoint,
-                                         set_rng_state)
+from paragen.trainers.checkpoint import (load_checkpoint, load_matching_weights, model_state,
+                                         rng_state, save_checkpoint, set_rng_state)
 
 logger = logging.getLogger("paragen")
 
@@ -40,7 +40,7 @@ class Trainer:
                  update_freq: int = 1, clip_norm: float = 0.0, validate_interval: int = 1000,
                  save_dir: str = "checkpoints", keep_last: int = 5, assess_by: str = "valid.bleu",
                  early_stopping_patience: int = 0, log_interval: int = 50, resume: bool = True,
-                 *, env):
+                 init_from: Optional[str] = None, compile: bool = False, *, env):
         if not (max_steps or max_epochs or max_minutes):
             raise ParagenError("task.trainer: set at least one of max_steps, max_epochs, max_minutes")
         self.optimizer_config = optimizer or {"class": "AdamW"}
@@ -51,9 +51,12 @@ class Trainer:
         self.assess_by, self.patience = assess_by, early_stopping_patience
         self.higher_is_better = not assess_by.endswith("loss")
         self.log_interval, self.resume, self.env = log_interval, resume, env
+        self.init_from = init_from  # a checkpoint to start from (e.g. the AR teacher for GLAT)
+        self.compile = compile  # torch.compile the network (measured: docs/results.md)
         self.step = self.epoch = self.batch_in_epoch = self.bad_validations = 0
         self.best: Optional[float] = None
         self.last_validated_step = -1
+        self.rank_local, self._spare_batch = False, None
         self.train_seconds = 0.0  # inside optimizer updates only: the tokens/s denominator
         self.wall_seconds = 0.0  # everything, validation included: what max_minutes limits
 
@@ -93,6 +96,12 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
     def train(self, task) -> Dict[str, Any]:
         os.makedirs(self.save_dir, exist_ok=True)
+        last = os.path.join(self.save_dir, "last.pt")
+        resuming = self.resume and os.path.exists(last)
+        if self.init_from and not resuming:
+            loaded, kept = load_matching_weights(task.model, self.init_from)
+            logger.info("initialized %d tensors from %s; %d keep their fresh init: %s",
+                        len(loaded), self.init_from, len(kept), ", ".join(kept[:5]))
         self._build_optimization(task.model)
         self.network = task.model  # what the criterion calls: DDP's wrapper when distributed
         if self.env.world_size > 1:
@@ -101,13 +110,16 @@ class Trainer:
             self.network = DistributedDataParallel(
                 task.model, device_ids=[self.env.local_rank] if self.env.device.startswith(
                     "cuda") else None, find_unused_parameters=False)
-        per_epoch = -(-task.train_loader.num_batches(0) // self.update_freq)
-        self.total_steps = self.max_steps or (self.max_epochs * per_epoch if self.max_epochs
-                                              else None)
-        last = os.path.join(self.save_dir, "last.pt")
-        if self.resume and os.path.exists(last):
+        if self.compile:  # dynamic: batch shapes change every step
+            self.network = torch.compile(self.network, dynamic=True)
+        self.rank_local = getattr(task.train_loader, "rank_local", False)
+        epoch_batches = task.train_loader.num_batches(0)  # None when streaming
+        per_epoch = -(-epoch_batches // self.update_freq) if epoch_batches else None
+        self.total_steps = self.max_steps or (self.max_epochs * per_epoch
+                                              if self.max_epochs and per_epoch else None)
+        if resuming:
             self._restore(task, last)
-        self.metrics_log = open(os.path.join(self.save_dir, "metrics.jsonl"), "a", encoding="utf-8")
+        self.metrics_log = _open_log(os.path.join(self.save_dir, "metrics.jsonl"))
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) \
             if self.env.is_main else None
         try:
@@ -133,12 +145,16 @@ class Trainer:
         clock = time.perf_counter() - self.wall_seconds
         while not self._finished():
             batches = task.train_loader.epoch_batches(self.epoch, start=self.batch_in_epoch)
-            for update in _chunks(batches, self.update_freq * self.env.world_size):
+            updates = self._rank_local_updates(batches) if self.rank_local else \
+                _chunks(batches, self.update_freq * self.env.world_size)
+            for update in updates:
                 started = time.perf_counter()
                 logs = self._update(task, update)
                 elapsed = time.perf_counter() - started
                 self.train_seconds += elapsed
-                self.batch_in_epoch += len(update)
+                # Rank-local streams: every rank pulls update_freq batches per update, so this
+                # position (stored by rank 0) is every rank's own position on resume.
+                self.batch_in_epoch += self.update_freq if self.rank_local else len(update)
                 self.step += 1
                 for key in ("loss", "nll_loss", "ntokens"):
                     window[key] += logs[key]
@@ -177,13 +193,20 @@ class Trainer:
         """
         if hasattr(task.criterion, "set_progress"):  # schedules inside the loss (GLAT's ratio)
             task.criterion.set_progress(self.step, self.total_steps)
-        total_tokens = sum(int(b["ntokens"]) for b in micro_batches)
         world, rank = self.env.world_size, self.env.rank
-        local = micro_batches[rank::world]
+        if self.rank_local:  # this rank's own batches; the token total is summed over ranks
+            local = micro_batches
+            total_tokens = self._sum_over_ranks(sum(int(b["ntokens"]) for b in local))
+        else:
+            local = micro_batches[rank::world]
+            total_tokens = sum(int(b["ntokens"]) for b in micro_batches)
         # The last update of an epoch may hold fewer batches than ranks: an idle rank still
         # runs one zero-weight pass, so that every rank joins the gradient all-reduce.
         idle = not local
-        local = local or micro_batches[:1]
+        if idle and not micro_batches and self._spare_batch is None:
+            raise ParagenError(f"rank {rank} got no training batch this epoch: the corpus "
+                               f"has fewer lines than ranks × workers")
+        local = local or micro_batches[:1] or [self._spare_batch]
         totals = {"loss": 0.0, "nll_loss": 0.0, "ntokens": 0}
         for i, batch in enumerate(local):
             batch = {k: v.to(self.env.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -204,6 +227,27 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return totals
+
+    def _rank_local_updates(self, batches: Iterator) -> Iterator[List]:
+        """Updates of up to update_freq batches of this rank's own stream, until every rank's
+        stream has ended: a rank that ran out first gets empty updates (zero-weight passes)."""
+        batches = iter(batches)
+        while True:
+            update = list(islice(batches, self.update_freq))
+            if update:
+                self._spare_batch = update[0]  # what an idle pass runs on, at zero weight
+            if self._sum_over_ranks(len(update)) == 0:
+                return
+            yield update
+
+    def _sum_over_ranks(self, value: int) -> int:
+        if self.env.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        total = torch.tensor([value], dtype=torch.float64, device=self.env.device)
+        dist.all_reduce(total)
+        return int(total.item())
 
     # ---------------------------------------------------------------- logging and validation
     def _log_window(self, window: Dict[str, float], progress: tqdm) -> None:
@@ -276,6 +320,20 @@ def _chunks(iterator: Iterator, size: int) -> Iterator[List]:
     iterator = iter(iterator)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+def _open_log(path: str):
+    """Append to a JSON-lines log; a line cut short by a crash (kill -9) is ended first, so
+    the next record starts on its own line."""
+    cut_short = False
+    if os.path.isfile(path) and os.path.getsize(path) > 0:
+        with open(path, "rb") as existing:
+            existing.seek(-1, os.SEEK_END)
+            cut_short = existing.read(1) != b"\n"
+    log = open(path, "a", encoding="utf-8")
+    if cut_short:
+        log.write("\n")
+    return log
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -1,0 +1,116 @@
+"""The graphs `paragen export` writes: each is a small nn.Module over a trained model's layers.
+
+Every model becomes two graphs whose shapes depend only on their inputs (never on values
+computed inside), which is what ONNX and TorchScript handle well:
+
+  AR (Seq2Seq)   encoder: src (B,S) → memory_kv (B,L,2,H,S,Dh), memory_padding (B,S)
+                 step:    token (N,1), memory_kv, memory_padding, past_kv (N,L,2,H,t,Dh)
+                          → logits (N,V), next_kv (past_kv grown to t+1)
+  NAT (GLAT)     encoder: src (B,S) → memory (B,S,D), memory_padding (B,S), length_logits
+                 decoder: src, memory, memory_padding, target_padding (B,T)
+                          → tokens (B,T), token log-probs (B,T)
+
+The AR encoder graph precomputes every decoder layer's cross-attention keys/values once per
+sentence, so a step costs what it costs in PyTorch with a KV cache. All tensors are batch-first,
+so the Python search (beam/greedy, unchanged) can select and reorder rows of them.
+The search, the length choice of NAT decoding and detokenization stay in Python.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import nn
+
+
+class AREncoderGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        memory, memory_padding = self.model.encoder(src)
+        per_layer = []
+        for layer in self.model.decoder.layers:
+            attn = layer.cross_attn
+            key, value = attn.kv_proj(memory).chunk(2, dim=-1)
+            per_layer.append(torch.stack([attn._heads(key), attn._heads(value)], dim=1))
+        return torch.stack(per_layer, dim=1), memory_padding
+
+
+class ARStepGraph(nn.Module):
+    """One incremental decoder step over the packed caches (no Python state)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.decoder = model.decoder
+
+    def forward(self, token: torch.Tensor, memory_kv: torch.Tensor, memory_padding: torch.Tensor,
+                past_kv: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        embed = self.decoder.embed
+        position = embed.positions.weight.narrow(0, past_kv.size(4), 1)
+        x = embed.tokens(token) * embed.scale + position
+        cache = [{"k": past_kv[:, i, 0], "v": past_kv[:, i, 1], "mem_k": memory_kv[:, i, 0],
+                  "mem_v": memory_kv[:, i, 1]} for i in range(past_kv.size(1))]
+        logits = self.decoder.forward_embedded(x, None, memory_padding, cache=cache,
+                                               single_step=True)[:, -1]
+        grown = torch.stack([torch.stack([c["k"], c["v"]], dim=1) for c in cache], dim=1)
+        return logits, grown
+
+
+class NATEncoderGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.encode(src)
+
+
+class NATDecoderGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+                target_padding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.model.predict_slots(src, memory, memory_padding, target_padding)
+
+
+def example_inputs(model: nn.Module, family: str, batch: int = 3, src_len: int = 7,
+                   tgt_len: int = 5, pad_id: int = 0) -> dict:
+    """Inputs to trace each graph with; sizes ≥ 2 and distinct, so no dimension specializes."""
+    src = torch.randint(4, 20, (batch, src_len))
+    src[0, -2:] = pad_id  # a padded row, so masking paths are traced
+    if family == "nat":
+        memory, memory_padding, _ = model.encode(src)
+        target_padding = torch.zeros(batch, tgt_len, dtype=torch.bool)
+        target_padding[0, -1] = True
+        return {"encoder": (src,), "decoder": (src, memory, memory_padding, target_padding)}
+    memory_kv, memory_padding = AREncoderGraph(model)(src)
+    layers, _, heads, _, head_dim = memory_kv.shape[1:]
+    past = torch.randn(batch, layers, 2, heads, tgt_len, head_dim)
+    token = torch.randint(4, 20, (batch, 1))
+    return {"encoder": (src,), "step": (token, memory_kv, memory_padding, past)}
+
+
+GRAPHS = {"ar": {"encoder": AREncoderGraph, "step": ARStepGraph},
+          "nat": {"encoder": NATEncoderGraph, "decoder": NATDecoderGraph}}
+
+INPUT_NAMES = {"ar": {"encoder": ["src"], "step": ["token", "memory_kv", "memory_padding",
+                                                   "past_kv"]},
+               "nat": {"encoder": ["src"], "decoder": ["src", "memory", "memory_padding",
+                                                       "target_padding"]}}
+OUTPUT_NAMES = {"ar": {"encoder": ["memory_kv", "memory_padding"], "step": ["logits", "next_kv"]},
+                "nat": {"encoder": ["memory", "memory_padding", "length_logits"],
+                        "decoder": ["tokens", "scores"]}}
+# Which axes of each input vary at run time (batch, source length, target/past length).
+DYNAMIC_AXES = {
+    "ar": {"encoder": {"src": {0: "batch", 1: "src_len"}},
+           "step": {"token": {0: "batch"}, "memory_kv": {0: "batch", 4: "src_len"},
+                    "memory_padding": {0: "batch", 1: "src_len"},
+                    "past_kv": {0: "batch", 4: "past_len"}}},
+    "nat": {"encoder": {"src": {0: "batch", 1: "src_len"}},
+            "decoder": {"src": {0: "batch", 1: "src_len"}, "memory": {0: "batch", 1: "src_len"},
+                        "memory_padding": {0: "batch", 1: "src_len"},
+                        "target_padding": {0: "batch", 1: "tgt_len"}}}}

@@ -1,0 +1,133 @@
+"""Run an exported model folder (`paragen export`) in place of the PyTorch model.
+
+`ExportedModel` is a registered model class: the folder's `export.json` holds the task config
+with `task.model` pointing here, so `paragen generate/evaluate/serve --model OUT` build the
+usual task, tokenizer and generator around it. It offers exactly what the generators call:
+  AR:  `.encoder(src)` and a `.decoder` the Python searches (greedy, beam) can drive;
+  NAT: `.encode(src)`, `.predict_slots(...)`, `.class_to_length(...)` as in `GLAT`.
+ONNX graphs run on onnxruntime (extra `paragen[export]`), TorchScript ones on torch.jit.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from paragen.errors import DataError
+from paragen.models.glat import GLAT
+from paragen.registry import register_model
+
+MANIFEST = "export.json"
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+def read_manifest(folder: str) -> Dict:
+    path = os.path.join(folder, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read the export manifest ({err})") from None
+    for key in ("format", "family", "graphs", "config"):
+        if key not in manifest:
+            raise DataError(f"{path}: key '{key}' missing")
+    if manifest["format"] not in SUFFIX:
+        raise DataError(f"{path}: format must be one of {sorted(SUFFIX)}, got "
+                        f"{manifest['format']!r}")
+    return manifest
+
+
+class GraphRunner:
+    """Calls a named graph with torch tensors and returns torch tensors, whatever the engine."""
+
+    def __init__(self, folder: str, fmt: str, names: List[str], threads: Optional[int] = None):
+        self.fmt, self.graphs = fmt, {}
+        threads = threads or torch.get_num_threads()
+        for name in names:
+            path = os.path.join(folder, name + SUFFIX[fmt])
+            if not os.path.isfile(path):
+                raise DataError(f"{path}: exported graph missing")
+            self.graphs[name] = self._load(path, threads)
+
+    def _load(self, path: str, threads: int):
+        if self.fmt == "torchscript":
+            return torch.jit.load(path, map_location="cpu").eval()
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DataError(f"{path}: running ONNX needs onnxruntime "
+                            f"(pip install 'paragen[export]')") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        return session, [i.name for i in session.get_inputs()]
+
+    def __call__(self, name: str, *inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if self.fmt == "torchscript":
+            with torch.inference_mode():
+                return self.graphs[name](*inputs)
+        session, input_names = self.graphs[name]
+        feed = {key: value.numpy(force=True) for key, value in zip(input_names, inputs)}
+        return tuple(torch.from_numpy(out) for out in session.run(None, feed))
+
+
+class ExportedStepDecoder:
+    """The AR step graph behind the decoder interface the searches use.
+
+    The whole self-attention cache is one batch-first tensor, kept under the key "k" of a
+    single cache entry, so `select_rows` and `reorder_cache` index it like any other.
+    """
+
+    def __init__(self, runner: GraphRunner, max_positions: int, cache_shape: List[int]):
+        self.runner, self.max_positions = runner, max_positions
+        self.layers, self.heads, self.head_dim = cache_shape
+
+    def init_cache(self) -> List[dict]:
+        return [{}]
+
+    @staticmethod
+    def reorder_cache(cache: List[dict], order: torch.Tensor) -> None:
+        if "k" in cache[0]:
+            cache[0]["k"] = cache[0]["k"].index_select(0, order)
+
+    def __call__(self, tokens: torch.Tensor, memory_kv: torch.Tensor,
+                 memory_padding: torch.Tensor, cache: List[dict]) -> torch.Tensor:
+        past = cache[0].get("k")
+        if past is None:
+            past = torch.zeros(tokens.size(0), self.layers, 2, self.heads, 0, self.head_dim)
+        logits, cache[0]["k"] = self.runner("step", tokens[:, -1:], memory_kv, memory_padding,
+                                            past)
+        return logits[:, None]
+
+
+@register_model
+class ExportedModel(nn.Module):
+    # NAT length classes → lengths: the same rule as the model that was exported.
+    class_to_length = GLAT.class_to_length
+
+    def __init__(self, path: str, threads: Optional[int] = None, *, src_vocab_size: int,
+                 tgt_vocab_size: int, pad_id: int, config_path: str = "task.model"):
+        super().__init__()
+        folder = path if os.path.isdir(path) else os.path.dirname(path)
+        manifest = read_manifest(folder)
+        self.family = manifest["family"]
+        self.runner = GraphRunner(folder, manifest["format"], manifest["graphs"], threads)
+        if self.family == "ar":
+            self.decoder = ExportedStepDecoder(self.runner, manifest["max_positions"],
+                                               manifest["cache_shape"])
+        else:
+            for key, value in manifest["length"].items():
+                setattr(self, key, value)
+
+    def encoder(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.runner("encoder", src)
+
+    def encode(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.runner("encoder", src)
+
+    def predict_slots(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+                      target_padding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.runner("decoder", src, memory, memory_padding, target_padding)

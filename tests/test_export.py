@@ -1,0 +1,127 @@
+"""`paragen export`: ONNX and TorchScript graphs decode exactly like the PyTorch model."""
+import copy
+import json
+
+import pytest
+import torch
+
+from helpers import tiny_config, write_config
+from paragen.cli import main
+from paragen.tasks.loading import load_trained_task
+
+SENTENCES = 40  # the first lines of Multi30k test2016
+
+
+@pytest.fixture(scope="module")
+def trained(small_corpus, tmp_path_factory):
+    """A tiny AR model and a tiny GLAT after one update: near-random weights give long, varied
+    outputs (a few more steps teach a tiny model to emit eos at once, which compares little)."""
+    root = tmp_path_factory.mktemp("export")
+    ar = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                     root / "ar", max_steps=1)
+    glat = copy.deepcopy(ar)
+    glat["task"]["trainer"]["save_dir"] = str(root / "glat")
+    glat["task"]["model"].update({"class": "GLAT", "max_length_offset": 8})
+    glat["task"]["criterion"] = {"class": "GlancingCrossEntropy"}
+    glat["task"]["generator"] = {"class": "NATGenerator", "remove_repeats": True}
+    for name, config in (("ar", ar), ("glat", glat)):
+        assert main(["train", "--config", write_config(config, root / f"{name}.yaml")]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def test_sources(data_dir):
+    from paragen.datasets import read_lines
+
+    return read_lines(str(data_dir / "multi30k" / "test2016.de"))[:SENTENCES]
+
+
+def decode(model: str, sources, overrides=(), beam=None):
+    from paragen.tasks.loading import search_for_beam
+
+    task = load_trained_task(model, "infer", list(overrides), search=search_for_beam(beam))
+    src = task.collate(list(range(len(sources))), task.encode(sources))["src"]
+    tokens, scores = task.generator(src)
+    return tokens, scores, task.translate(sources)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("family,settings", [
+    ("ar", [{"beam": 1}, {"beam": 4}]),
+    ("glat", [{}, {"overrides": ["task.generator.length_beam=3"]}]),
+])
+def test_exported_model_decodes_token_for_token(trained, test_sources, tmp_path, family,
+                                                settings, fmt):
+    exported = tmp_path / f"{family}-{fmt}"
+    assert main(["export", "--model", str(trained / family), "--format", fmt,
+                 "--output", str(exported)]) == 0
+    manifest = json.loads((exported / "export.json").read_text())
+    assert manifest["config"]["task"]["model"]["class"] == "ExportedModel"
+    for setting in settings:
+        ref_tokens, ref_scores, ref_text = decode(str(trained / family), test_sources, **setting)
+        tokens, scores, text = decode(str(exported), test_sources, **setting)
+        assert torch.equal(tokens, ref_tokens), setting
+        assert torch.allclose(scores, ref_scores, atol=1e-4), setting
+        assert text == ref_text
+        # the outputs differ between sentences, so their equality means something
+        assert len({tuple(row) for row in tokens.tolist()}) > SENTENCES // 2
+
+
+def test_exported_folder_is_self_contained(trained, test_sources, tmp_path):
+    """generate reads nothing outside the folder: move it and delete the checkpoints' copy."""
+    import shutil
+
+    exported = tmp_path / "glat-onnx"
+    assert main(["export", "--model", str(trained / "glat"), "--format", "onnx",
+                 "--output", str(exported)]) == 0
+    expected = decode(str(exported), test_sources)[2]
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(exported), moved)
+    source_copy = tmp_path / "glat-copy"
+    shutil.copytree(trained / "glat", source_copy)
+    (source_copy / "tokenizer.model").unlink()
+    src_file, out_file = tmp_path / "in.de", tmp_path / "out.en"
+    src_file.write_text("\n".join(test_sources) + "\n", encoding="utf-8")
+    assert main(["generate", "--model", str(moved), "--input", str(src_file),
+                 "--output", str(out_file)]) == 0
+    assert out_file.read_text(encoding="utf-8").splitlines() == expected
+    ref_file = tmp_path / "ref.en"
+    ref_file.write_text("\n".join(expected) + "\n", encoding="utf-8")
+    assert main(["evaluate", "--model", str(moved), "--input", str(src_file),
+                 "--reference", str(ref_file)]) == 0
+
+
+def test_export_refuses_to_overwrite_other_folders_and_reports_bad_manifests(
+        trained, tmp_path, capsys):
+    other = tmp_path / "not-an-export"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    assert main(["export", "--model", str(trained / "ar"), "--format", "onnx",
+                 "--output", str(other)]) != 0
+    assert "is not an exported model folder" in capsys.readouterr().err
+    assert (other / "notes.txt").read_text() == "keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export-")]
+
+    broken = tmp_path / "broken"
+    assert main(["export", "--model", str(trained / "ar"), "--format", "onnx",
+                 "--output", str(broken)]) == 0
+    manifest = json.loads((broken / "export.json").read_text())
+    del manifest["graphs"]
+    (broken / "export.json").write_text(json.dumps(manifest))
+    assert main(["generate", "--model", str(broken), "--input", "/dev/null"]) != 0
+    assert "export.json: key 'graphs' missing" in capsys.readouterr().err
+
+
+def test_int8_onnx_export_is_smaller_and_decodes(trained, test_sources, tmp_path):
+    for name, extra in (("fp32", []), ("int8", ["--quantize", "int8"])):
+        assert main(["export", "--model", str(trained / "glat"), "--format", "onnx",
+                     "--output", str(tmp_path / name), *extra]) == 0
+    assert json.loads((tmp_path / "int8" / "export.json").read_text())["quantized"] == "int8"
+    for graph in ("encoder.onnx", "decoder.onnx"):
+        assert (tmp_path / "int8" / graph).stat().st_size < (tmp_path / "fp32" / graph).stat().st_size
+    tokens, _, text = decode(str(tmp_path / "int8"), test_sources)
+    reference = decode(str(tmp_path / "fp32"), test_sources)[0]
+    assert len(text) == SENTENCES and tokens.shape[0] == SENTENCES
+    # int8 weights perturb the logits a little: most slots keep their token
+    width = min(tokens.size(1), reference.size(1))
+    assert (tokens[:, :width] == reference[:, :width]).float().mean() > 0.5
