@@ -64,3 +64,20 @@ def write_pairs(folder: Path, pairs: Dict[str, list], name: str = "tiny") -> Dic
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         paths[lang] = str(path)
     return paths
+
+
+def torchrun_train(config_path: str, ranks: int = 2):
+    """`paragen train` under torchrun on CPU (gloo), one thread per rank, loopback only."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}",
+         "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "paragen.cli", "train",
+         "--config", config_path],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})

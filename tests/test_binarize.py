@@ -9,7 +9,11 @@ from paragen.datasets import BinarizedParallelDataset, read_lines
 from paragen.tokenizers import SentencePieceTokenizer
 
 
-def test_binarized_ids_equal_tokenizer_output_and_train(small_corpus, tmp_path, capsys):
+def test_binarized_ids_equal_tokenizer_output_and_train(small_corpus, tmp_path, capsys,
+                                                        monkeypatch):
+    from paragen.commands import binarize
+
+    monkeypatch.setattr(binarize, "CHUNK_LINES", 7)  # many chunks, a short last one
     train = small_corpus["train"]
     assert main(["binarize", "--tokenizer", small_corpus["spm"], "--input", train["de"],
                  train["en"], "--output-dir", str(tmp_path / "bin")]) == 0

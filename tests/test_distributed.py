@@ -1,14 +1,9 @@
 """torchrun on CPU (gloo): 2 ranks equal 1 process with 2-fold accumulation, including an
 epoch whose last update has fewer batches than ranks."""
-import os
-import socket
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from helpers import tiny_config, write_config
+from helpers import tiny_config, torchrun_train, write_config
 from paragen.cli import main
 from paragen.commands.train import build_task
 from paragen.trainers.checkpoint import load_checkpoint
@@ -38,14 +33,7 @@ def test_two_ranks_equal_one_process_with_accumulation(limit, small_corpus, tmp_
         return write_config(cfg, tmp_path / f"{save_dir}.yaml")
 
     assert main(["train", "--config", config("single", 2)]) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "paragen.cli", "train",
-         "--config", config("ddp", 1)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = torchrun_train(config("ddp", 1))
     assert result.returncode == 0, result.stderr[-3000:]
     single = load_checkpoint(str(tmp_path / "single" / "last.pt"))
     ddp = load_checkpoint(str(tmp_path / "ddp" / "last.pt"))

@@ -89,6 +89,16 @@ def test_exported_folder_is_self_contained(trained, test_sources, tmp_path):
     ref_file.write_text("\n".join(expected) + "\n", encoding="utf-8")
     assert main(["evaluate", "--model", str(moved), "--input", str(src_file),
                  "--reference", str(ref_file)]) == 0
+    # and the HTTP server runs it
+    from fastapi.testclient import TestClient
+
+    from paragen.serving.app import create_app
+
+    task = load_trained_task(str(moved), "infer")
+    with TestClient(create_app(task, "glat-onnx")) as client:
+        reply = client.post("/v1/generate", json={"inputs": test_sources[:3]})
+        assert reply.status_code == 200
+        assert reply.json()["outputs"] == task.translate(test_sources[:3])
 
 
 def test_export_refuses_to_overwrite_other_folders_and_reports_bad_manifests(

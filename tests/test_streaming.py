@@ -1,12 +1,7 @@
 """Streaming data: lazy shards, every line exactly once across ranks × workers, training."""
-import os
-import socket
-import subprocess
-import sys
-
 import pytest
 
-from helpers import tiny_config, write_config
+from helpers import tiny_config, torchrun_train, write_config
 from paragen.cli import main
 from paragen.commands.train import build_task
 from paragen.dataloaders import StreamingDataLoader
@@ -78,14 +73,7 @@ def test_streaming_training_and_ddp_ranks_finish_together(small_corpus, shards, 
     config = streaming_config(small_corpus, shards, tmp_path / "ddp", max_steps=0, max_epochs=1)
     config["task"]["dataloader"]["train"]["max_tokens"] = 450
     config["env"]["threads"] = 1
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "paragen.cli", "train",
-         "--config", write_config(config, tmp_path / "ddp.yaml")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = torchrun_train(write_config(config, tmp_path / "ddp.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
     state = load_checkpoint(str(tmp_path / "ddp" / "last.pt"))["trainer"]
     assert state["epoch"] == 1 and state["step"] > 0

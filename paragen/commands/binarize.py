@@ -34,6 +34,12 @@ def read_chunks(path: str, size: int = CHUNK_LINES) -> Iterator[List[str]]:
         yield from iter_line_chunks(stream, path, size)
 
 
+def _encoded_chunks(path: str, tokenizer, progress) -> Iterator[List[List[int]]]:
+    for chunk in read_chunks(path, CHUNK_LINES):
+        yield tokenizer.encode_batch(chunk)
+        progress.update(len(chunk))
+
+
 def run(args: argparse.Namespace) -> int:
     from paragen.datasets.binarized import write_binarized
     from paragen.tokenizers import SentencePieceTokenizer
@@ -44,10 +50,9 @@ def run(args: argparse.Namespace) -> int:
     for path in args.input:
         prefix = os.path.join(args.output_dir, os.path.basename(path))
         started = time.perf_counter()
-        progress = tqdm(unit="sent", desc=os.path.basename(path))
-        chunks = (progress.update(len(c)) or tokenizer.encode_batch(c) for c in read_chunks(path))
-        meta = write_binarized(chunks, prefix, tokenizer.vocab_size, f"{args.tokenizer}#{digest}")
-        progress.close()
+        with tqdm(unit="sent", desc=os.path.basename(path)) as progress:
+            meta = write_binarized(_encoded_chunks(path, tokenizer, progress), prefix,
+                                   tokenizer.vocab_size, f"{args.tokenizer}#{digest}")
         print(f"{path} → {prefix}.bin/.idx: {meta['sentences']} sentences, {meta['tokens']} "
               f"tokens ({meta['dtype']}), {time.perf_counter() - started:.1f} s")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -54,7 +55,9 @@ class GraphRunner:
 
     def _load(self, path: str, threads: int):
         if self.fmt == "torchscript":
-            return torch.jit.load(path, map_location="cpu").eval()
+            with warnings.catch_warnings():  # torch 2.9+ marks TorchScript as deprecated
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(path, map_location="cpu").eval()
         try:
             import onnxruntime as ort
         except ImportError:
