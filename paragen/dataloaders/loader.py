@@ -44,7 +44,11 @@ class DataLoader:
         batches = self._batches(epoch)[start:]
         if not batches:
             return iter(())
+        # A private generator: torch's DataLoader draws a base seed from the generator it is
+        # given, by default the global one, which would shift the dropout random stream by
+        # one draw whenever a run resumes mid-epoch (found by the kill -9 resume test).
         loader = torch.utils.data.DataLoader(
             self.samples, batch_sampler=batches, collate_fn=self.collate_fn,
-            num_workers=self.num_workers, persistent_workers=False)
+            num_workers=self.num_workers, persistent_workers=False,
+            generator=torch.Generator().manual_seed(epoch))
         return iter(loader)

@@ -66,7 +66,8 @@ class StreamingDataLoader:
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[Dict[str, Any]]:
         """This rank's collated batches of `epoch`, skipping the first `start`."""
-        loader = torch.utils.data.DataLoader(_ReaderStream(self, epoch), batch_size=None,
-                                             num_workers=self.num_workers)
+        loader = torch.utils.data.DataLoader(  # private generator: see DataLoader.epoch_batches
+            _ReaderStream(self, epoch), batch_size=None, num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(epoch))
         return islice(iter(loader), start, None)
 
