@@ -11,7 +11,7 @@ zero-weight passes, so no line is dropped and no rank waits forever.
 """
 from __future__ import annotations
 
-from itertools import islice
+from itertools import count, islice
 from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch.utils.data
@@ -51,7 +51,7 @@ class StreamingDataLoader:
 
     def reader_batches(self, reader: int, readers: int, epoch: int) -> Iterator[Dict[str, Any]]:
         pairs = self.dataset.iter_pairs(reader, readers)
-        for buffer_index in range(1 << 62):
+        for buffer_index in count():
             buffer = list(islice(pairs, self.buffer_size))
             if not buffer:
                 return
