@@ -96,12 +96,14 @@ def build_for(model: str, kind: str, setting: Dict[str, Any], quantize: bool):
 
 def run(args: argparse.Namespace) -> int:
     from paragen.datasets import read_lines
+    from paragen.tasks.loading import is_exported
 
     lines = read_lines(args.input)[:args.limit or None]
     rows: List[Dict[str, Any]] = []
     for model in args.model:
         kind, settings = settings_for(model)
-        quantizable = [False, True] if args.quantize and " " not in kind else [False]
+        # int8 quantization applies to PyTorch models; an exported one is quantized at export
+        quantizable = [False, True] if args.quantize and not is_exported(model) else [False]
         for name, setting in settings:
             for quantize in quantizable:
                 for threads in args.threads:
