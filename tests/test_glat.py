@@ -161,3 +161,65 @@ def test_ar_reranker_picks_the_candidate_the_teacher_prefers(small_corpus, tmp_p
     assert main(["generate", "--model", str(tmp_path / "glat"), "--input",
                  small_corpus["valid"]["de"], "--output", str(out)]) == 0
     assert len(out.read_text(encoding="utf-8").splitlines()) == 40
+
+
+def test_ctc_best_alignment_is_the_most_probable_path():
+    """Viterbi over the CTC lattice equals exhaustive search over every slot sequence."""
+    import itertools
+
+    from paragen.models.ctc import best_alignment
+
+    def collapse(path):
+        out = [t for i, t in enumerate(path) if t != PAD and (i == 0 or path[i - 1] != t)]
+        return out
+
+    torch.manual_seed(0)
+    log_probs = torch.randn(5, 6, 4).log_softmax(-1)
+    labels = torch.tensor([[1, 2, 2], [3, 1, 0], [1, 0, 0], [2, 3, 1], [1, 1, 0]])
+    label_lengths, slot_lengths = torch.tensor([3, 2, 1, 3, 2]), torch.tensor([6, 5, 3, 4, 2])
+    aligned, feasible = best_alignment(log_probs, slot_lengths, labels, label_lengths, PAD)
+    for row in range(4):
+        slots, reference = int(slot_lengths[row]), labels[row, :label_lengths[row]].tolist()
+        best = max((sum(log_probs[row, t, p[t]].item() for t in range(slots)), p)
+                   for p in itertools.product(range(4), repeat=slots) if collapse(p) == reference)
+        assert aligned[row, :slots].tolist() == list(best[1])
+        assert aligned[row, slots:].eq(PAD).all() and feasible[row]
+    assert not feasible[4]  # "1 1" needs three slots (a blank between the repeats), has two
+
+
+def test_ctc_glat_lengths_and_criterion_guard(small_corpus, tmp_path):
+    model = tiny_glat(ctc_upsample=2)
+    src = torch.tensor([[5, 6, 7, EOS], [8, EOS, PAD, PAD]])
+    memory, memory_padding, length_logits = model.encode(src)
+    lengths = model.class_to_length(length_logits.topk(1, -1).indices, src.ne(PAD).sum(-1))
+    assert lengths.squeeze(-1).tolist() == [8, 4]
+    model.train()
+    out = model(src, torch.tensor([[9, 10, EOS], [11, EOS, PAD]]), glance_ratio=0.5)
+    assert out["slot_padding"].sum(-1).tolist() == [0, 4]
+    assert not (out["glance_mask"] & out["slot_padding"]).any()
+
+    from paragen.criteria.glancing import GlancingCrossEntropy
+    batch = {"src": src, "target": torch.tensor([[9, EOS], [11, EOS]]), "ntokens": 4}
+    with pytest.raises(ValueError, match="ctc_upsample = 0"):
+        GlancingCrossEntropy(pad_id=PAD)(model, batch)
+
+
+def test_ctc_glat_overfits_a_small_corpus(small_corpus, tmp_path):
+    from paragen.datasets import read_lines
+
+    pairs = {lang: read_lines(path)[:100] for lang, path in small_corpus["train"].items()}
+    tiny = write_pairs(tmp_path, pairs)
+    config = tiny_config(tiny, tiny, small_corpus["spm"], tmp_path / "run", max_steps=500,
+                         assess_by="valid.loss")
+    task = config["task"]
+    task["trainer"]["lr_scheduler"] = {"class": "Constant", "warmup_steps": 20}
+    task["model"].update({"class": "GLAT", "d_model": 64, "ctc_upsample": 2})
+    task["criterion"] = {"class": "GlancingCTC"}
+    task["generator"] = {"class": "NATGenerator"}
+    task["dataloader"]["train"]["sampler"]["max_tokens"] = 2000
+    built = build_task(copy.deepcopy(config))
+    result = built.run()
+    outputs = built.translate(pairs["de"])
+    exact = sum(o == t for o, t in zip(outputs, pairs["en"]))
+    assert exact >= 30, (exact, outputs[:3])
+    assert result["valid.bleu"] > 65

@@ -1,4 +1,5 @@
-"""GLAT's loss: label-smoothed CE on the non-glanced slots + weighted length CE.
+"""GLAT's losses: label-smoothed CE on the non-glanced slots + weighted length CE
+(`GlancingCrossEntropy`), or CTC over all slots for a `ctc_upsample` model (`GlancingCTC`).
 
 The glancing ratio anneals linearly from `glance_start` to `glance_end` over `anneal_steps`
 updates (default: the run's total, which the trainer derives from max_steps, or from
@@ -17,15 +18,14 @@ from paragen.criteria.cross_entropy import label_smoothed_nll
 from paragen.registry import register_criterion
 
 
-@register_criterion
-class GlancingCrossEntropy(nn.Module):
-    def __init__(self, epsilon: float = 0.1, length_loss_weight: float = 0.1,
-                 glance_start: float = 0.5, glance_end: float = 0.3,
-                 anneal_steps: Optional[int] = None, *, pad_id: int):
+class GlanceSchedule(nn.Module):
+    """The annealed glancing ratio both GLAT losses share."""
+
+    def __init__(self, glance_start: float, glance_end: float, anneal_steps: Optional[int],
+                 pad_id: int):
         super().__init__()
-        self.epsilon, self.length_loss_weight, self.pad_id = epsilon, length_loss_weight, pad_id
         self.glance_start, self.glance_end, self.anneal_steps = glance_start, glance_end, anneal_steps
-        self.step, self.total_steps = 0, None
+        self.pad_id, self.step, self.total_steps = pad_id, 0, None
 
     def set_progress(self, step: int, total_steps: Optional[int]) -> None:
         """Called by the trainer before each update."""
@@ -37,12 +37,28 @@ class GlancingCrossEntropy(nn.Module):
         progress = min(1.0, self.step / span) if span else 0.0
         return self.glance_start + (self.glance_end - self.glance_start) * progress
 
+    def run_model(self, model: nn.Module, batch: Dict[str, torch.Tensor], ctc: bool):
+        """The model's output (through DDP's wrapper if any) and the bare model."""
+        bare = getattr(model, "module", model)
+        if bool(getattr(bare, "ctc_upsample", 0)) != ctc:
+            raise ValueError(f"task.criterion: {type(self).__name__} needs a GLAT with "
+                             f"ctc_upsample {'> 0' if ctc else '= 0'} (task.model.ctc_upsample)")
+        ratio = self.glance_ratio if model.training else 0.0
+        return model(batch["src"], batch["target"], glance_ratio=ratio), bare
+
+
+@register_criterion
+class GlancingCrossEntropy(GlanceSchedule):
+    def __init__(self, epsilon: float = 0.1, length_loss_weight: float = 0.1,
+                 glance_start: float = 0.5, glance_end: float = 0.3,
+                 anneal_steps: Optional[int] = None, *, pad_id: int):
+        super().__init__(glance_start, glance_end, anneal_steps, pad_id)
+        self.epsilon, self.length_loss_weight = epsilon, length_loss_weight
+
     def forward(self, model: nn.Module, batch: Dict[str, torch.Tensor]
                 ) -> Tuple[torch.Tensor, Dict[str, float]]:
         target = batch["target"]
-        ratio = self.glance_ratio if model.training else 0.0
-        out = model(batch["src"], target, glance_ratio=ratio)  # through DDP's wrapper if any
-        model = getattr(model, "module", model)
+        out, model = self.run_model(model, batch, ctc=False)
         learn = target.ne(self.pad_id) & ~out["glance_mask"]
         logits = model.output_logits(out["hidden"][learn])
         token_loss, nll = label_smoothed_nll(logits, target[learn], self.epsilon)
@@ -59,3 +75,33 @@ class GlancingCrossEntropy(nn.Module):
         return loss, {"loss": loss.item() * ntokens, "nll_loss": nll.item() / learned * ntokens,
                       "ntokens": ntokens, "length_loss": length_loss.item(),
                       "glanced": ntokens - learned}
+
+
+@register_criterion
+class GlancingCTC(GlanceSchedule):
+    """CTC loss over every slot of a `ctc_upsample` GLAT (glanced slots included, as in
+    Gu & Kong 2021: the alignment makes them easy, and CTC has no per-slot target to skip).
+
+    A reference longer than its slots (more tokens, counting a blank between repeats, than
+    ctc_upsample × source length) has no CTC path; its loss is zeroed rather than infinite,
+    and the number of such sentences is reported as `ctc_infeasible` in the training log.
+    """
+
+    def __init__(self, glance_start: float = 0.5, glance_end: float = 0.3,
+                 anneal_steps: Optional[int] = None, *, pad_id: int):
+        super().__init__(glance_start, glance_end, anneal_steps, pad_id)
+
+    def forward(self, model: nn.Module, batch: Dict[str, torch.Tensor]
+                ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        target = batch["target"]
+        out, model = self.run_model(model, batch, ctc=True)
+        log_probs = torch.log_softmax(model.output_logits(out["hidden"]).float(), dim=-1)
+        nll = F.ctc_loss(log_probs.transpose(0, 1), target, (~out["slot_padding"]).sum(-1),
+                         target.ne(self.pad_id).sum(-1), blank=self.pad_id, reduction="none",
+                         zero_infinity=True)
+        ntokens = int(batch["ntokens"])
+        loss = nll.sum() / max(ntokens, 1)
+        infeasible = int(nll.detach().eq(0).sum())
+        return loss, {"loss": loss.item() * ntokens, "nll_loss": loss.item() * ntokens,
+                      "ntokens": ntokens, "ctc_infeasible": infeasible,
+                      "glanced": int(out["glance_mask"].sum())}

@@ -122,6 +122,7 @@ class ExportedModel(nn.Module):
             self.decoder = ExportedStepDecoder(self.runner, manifest["max_positions"],
                                                manifest["cache_shape"])
         else:
+            self.ctc_upsample = 0  # exports made before CTC models existed do not state it
             for key, value in manifest["length"].items():
                 setattr(self, key, value)
 

@@ -6,6 +6,10 @@ window`) are decoded together in one batch of B·k rows, and each sentence keeps
 with the best *mean* token log-probability. ParaGen ranked by raw logits, which are not
 comparable across lengths. An AR model (`reranker: path/to/teacher.pt`) may score the
 candidates instead, by its length-normalised log-likelihood.
+
+A CTC model (`ctc_upsample` > 0) has a single length per sentence (upsample × source length),
+so `length_beam` has nothing to choose from there; its output is always collapsed: repeats
+merged, blanks (the pad id) dropped.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ class NATGenerator(nn.Module):
         if length_beam < 1:
             raise ValueError(f"{config_path}.length_beam: must be ≥ 1, got {length_beam}")
         self.model, self.length_beam, self.length_candidates = model, length_beam, length_candidates
-        self.remove_repeats = remove_repeats
+        self.remove_repeats = remove_repeats or bool(getattr(model, "ctc_upsample", 0))
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.reranker = load_reranker(reranker, pad_id) if reranker else None
 

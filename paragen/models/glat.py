@@ -8,6 +8,10 @@ What makes it GLAT lives in training (see `paragen.criteria.glancing`): a first,
 pass predicts the whole target; some reference tokens, as many as ratio × the number of
 mistakes, are then shown ("glanced") in the decoder input and the second pass learns the rest.
 Inference is one parallel pass (see `paragen.generators.nat`).
+
+With `ctc_upsample: k` the decoder gets k × source-length slots instead of a predicted length,
+and is trained with CTC (blank = the pad id, which no reference contains); glancing then uses
+the model's best CTC alignment of the reference (`paragen.models.ctc`, `GlancingCTC` loss).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from typing import Any, Dict, Literal, Optional, Tuple
 import torch
 from torch import nn
 
+from paragen.models.ctc import best_alignment
 from paragen.models.seq2seq import build_encoder_decoder
 from paragen.registry import register_model
 
@@ -26,7 +31,7 @@ class GLAT(nn.Module):
                  share_embedding: Literal["all", "decoder", "none"] = "all",
                  decoder_input: Literal["uniform_copy", "unk"] = "uniform_copy",
                  length_prediction: Literal["offset", "absolute"] = "offset",
-                 max_length_offset: int = 32, max_length: int = 256,
+                 max_length_offset: int = 32, max_length: int = 256, ctc_upsample: int = 0,
                  path: Optional[str] = None, *, src_vocab_size: int, tgt_vocab_size: int,
                  pad_id: int, config_path: str = "task.model"):
         super().__init__()
@@ -34,11 +39,15 @@ class GLAT(nn.Module):
             raise ValueError(f"{config_path}.decoder.causal: a NAT decoder must be non-causal")
         self.pad_id, self.length_prediction, self.max_length = pad_id, length_prediction, max_length
         self.max_length_offset = max_length_offset
+        if ctc_upsample < 0:
+            raise ValueError(f"{config_path}.ctc_upsample: must be ≥ 0 (0 = predict lengths), "
+                             f"got {ctc_upsample}")
+        self.ctc_upsample = ctc_upsample
         self.encoder, self.decoder = build_encoder_decoder(
             encoder, {**decoder, "causal": False}, d_model, share_embedding, src_vocab_size,
             tgt_vocab_size, pad_id, config_path)
         classes = 2 * max_length_offset + 1 if length_prediction == "offset" else max_length + 1
-        self.length_classifier = nn.Linear(d_model, classes)
+        self.length_classifier = None if ctc_upsample else nn.Linear(d_model, classes)
         # The `unk` decoder input: one learned vector in every slot (positions tell them apart).
         self.unk_input = nn.Parameter(torch.randn(d_model) * d_model ** -0.5) \
             if decoder_input == "unk" else None
@@ -48,7 +57,12 @@ class GLAT(nn.Module):
 
     # ------------------------------------------------------------------ lengths
     def length_logits(self, memory: torch.Tensor, memory_padding: torch.Tensor) -> torch.Tensor:
-        """(B, classes) from the mean of the non-pad encoder states."""
+        """(B, classes) from the mean of the non-pad encoder states.
+
+        A CTC model has one class: its only length is ctc_upsample × the source length.
+        """
+        if self.length_classifier is None:
+            return memory.new_zeros(memory.size(0), 1)
         keep = (~memory_padding).unsqueeze(-1).to(memory.dtype)
         pooled = (memory * keep).sum(1) / keep.sum(1).clamp_min(1.0)
         return self.length_classifier(pooled)
@@ -62,6 +76,8 @@ class GLAT(nn.Module):
         return target_lengths.clamp(0, self.max_length)
 
     def class_to_length(self, classes: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
+        if self.ctc_upsample:
+            return (src_lengths.unsqueeze(-1) * self.ctc_upsample).expand_as(classes)
         lengths = classes - self.max_length_offset + src_lengths.unsqueeze(-1) \
             if self.length_prediction == "offset" else classes
         return lengths.clamp(1, self.max_length)  # at least one slot (for eos)
@@ -112,34 +128,50 @@ class GLAT(nn.Module):
         """Best token (B,T) of every slot and its log-probability (B,T), in one pass."""
         hidden = self.decode(self.initial_decoder_input(src, target_padding), memory,
                              memory_padding, target_padding)
-        scores, tokens = torch.log_softmax(self.output_logits(hidden).float(), dim=-1).max(-1)
-        return tokens, scores
+        logits = self.output_logits(hidden).float()
+        # max(log_softmax) without materialising it: one (B,T,V) buffer instead of two.
+        best, tokens = logits.max(-1)
+        return tokens, best - logits.logsumexp(-1)
 
     def forward(self, src: torch.Tensor, target: torch.Tensor, glance_ratio: float = 0.0
                 ) -> Dict[str, torch.Tensor]:
-        """Hidden states for the reference-length target slots, length logits and glance mask.
+        """Hidden states of the decoder slots, their padding, length logits and glance mask.
 
+        The slots are the reference's tokens, or with CTC ctc_upsample × the source length.
         With `glance_ratio` > 0 this is GLAT's training step: pass 1 (no gradient) predicts
         every slot; per sentence floor(ratio × mistakes) slots, chosen uniformly at random
-        among the non-pad ones, get the reference token's embedding as input; pass 2 (the
-        returned one) then predicts all slots, and the loss skips the glanced ones.
+        among the non-pad ones, get their reference token's embedding as input (with CTC: the
+        token the best alignment puts there); pass 2 (the returned one) then predicts all
+        slots, and the cross-entropy loss skips the glanced ones.
         """
         memory, memory_padding = self.encoder(src)
-        target_padding = target.eq(self.pad_id)
-        decoder_input = self.initial_decoder_input(src, target_padding)
-        glance_mask = torch.zeros_like(target_padding)
+        if self.ctc_upsample:
+            slot_lengths = src.ne(self.pad_id).sum(-1) * self.ctc_upsample
+            slot_padding = torch.arange(int(slot_lengths.max()), device=src.device)[None, :] \
+                >= slot_lengths[:, None]
+        else:
+            slot_padding = target.eq(self.pad_id)
+        decoder_input = self.initial_decoder_input(src, slot_padding)
+        glance_mask = torch.zeros_like(slot_padding)
         if glance_ratio > 0:
             with torch.no_grad():
-                hidden = self.decode(decoder_input, memory.detach(), memory_padding,
-                                     target_padding)
-                prediction = self.output_logits(hidden).argmax(-1)
-            glance_mask = glancing_mask(prediction, target, target_padding, glance_ratio)
+                hidden = self.decode(decoder_input, memory.detach(), memory_padding, slot_padding)
+                logits = self.output_logits(hidden).float()
+                prediction = logits.argmax(-1)
+                reference, feasible = target, None
+                if self.ctc_upsample:
+                    # Raw logits do: a slot's softmax normaliser shifts every path alike.
+                    reference, feasible = best_alignment(
+                        logits, slot_lengths, target,
+                        target.ne(self.pad_id).sum(-1), blank=self.pad_id)
+            glance_mask = glancing_mask(prediction, reference, slot_padding, glance_ratio)
+            if feasible is not None:  # a reference longer than the slots has no alignment
+                glance_mask &= feasible[:, None]
             decoder_input = torch.where(glance_mask.unsqueeze(-1),
-                                        self.embed_target_tokens(target), decoder_input)
-        hidden = self.decode(decoder_input, memory, memory_padding, target_padding)
-        return {"hidden": hidden, "length_logits": self.length_logits(memory, memory_padding),
-                "glance_mask": glance_mask}
-
+                                        self.embed_target_tokens(reference), decoder_input)
+        hidden = self.decode(decoder_input, memory, memory_padding, slot_padding)
+        return {"hidden": hidden, "slot_padding": slot_padding, "glance_mask": glance_mask,
+                "length_logits": self.length_logits(memory, memory_padding)}
 
 def glancing_mask(prediction: torch.Tensor, target: torch.Tensor, target_padding: torch.Tensor,
                   ratio: float) -> torch.Tensor:
