@@ -8,7 +8,8 @@
 
 Writes a JSON result: wall time, training tokens/s (median of the logged windows), updates,
 and test2016 sacreBLEU with its signature for the best and the last-3-averaged checkpoints
-(AR: beam 4 and greedy; NAT: one pass, NPD over 5 lengths, NPD reranked by the teacher).
+(AR: beam 4 and greedy; NAT: one pass, one refinement pass, NPD over 5 lengths, NPD
+reranked by the teacher).
 `--evaluate-only` scores a run that already finished. Run it on an otherwise idle machine:
 two processes sharing two cores slow each other down several times over.
 """
@@ -44,13 +45,17 @@ def bleu(model: str, *options: str) -> dict:
 
 
 def decoding_settings(config: str, teacher: str | None) -> list:
-    """AR: beam 4 and greedy. NAT: one pass and NPD over 5 lengths (and AR-reranked NPD)."""
+    """AR: beam 4 and greedy. NAT: one pass, one refinement pass, NPD over 5 lengths (and
+    AR-reranked NPD)."""
     from paragen.config import load_config
 
     generator = load_config(config)["task"].get("generator") or {}
     if generator.get("class", "").lower() != "natgenerator":
         return [("beam4", ["--beam", "4"]), ("greedy", ["--beam", "1"])]
-    settings = [("single", []), ("npd5", ["--task.generator.length_beam", "5"])]
+    refine = ("refine1", ["--task.generator.refine_steps", "1"])
+    if load_config(config)["task"]["model"].get("ctc_upsample"):
+        return [("single", []), refine]  # a CTC model has one length per sentence: no NPD
+    settings = [("single", []), refine, ("npd5", ["--task.generator.length_beam", "5"])]
     if teacher:
         settings.append(("npd5_ar_rerank", ["--task.generator.length_beam", "5",
                                             f"task.generator.reranker={teacher}"]))

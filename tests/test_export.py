@@ -24,7 +24,11 @@ def trained(small_corpus, tmp_path_factory):
     glat["task"]["model"].update({"class": "GLAT", "max_length_offset": 8})
     glat["task"]["criterion"] = {"class": "GlancingCrossEntropy"}
     glat["task"]["generator"] = {"class": "NATGenerator", "remove_repeats": True}
-    for name, config in (("ar", ar), ("glat", glat)):
+    ctc = copy.deepcopy(glat)
+    ctc["task"]["trainer"]["save_dir"] = str(root / "glat_ctc")
+    ctc["task"]["model"]["ctc_upsample"] = 2
+    ctc["task"]["criterion"] = {"class": "GlancingCTC"}
+    for name, config in (("ar", ar), ("glat", glat), ("glat_ctc", ctc)):
         assert main(["train", "--config", write_config(config, root / f"{name}.yaml")]) == 0
     return root
 
@@ -49,6 +53,7 @@ def decode(model: str, sources, overrides=(), beam=None):
 @pytest.mark.parametrize("family,settings", [
     ("ar", [{"beam": 1}, {"beam": 4}]),
     ("glat", [{}, {"overrides": ["task.generator.length_beam=3"]}]),
+    ("glat_ctc", [{}]),
 ])
 def test_exported_model_decodes_token_for_token(trained, test_sources, tmp_path, family,
                                                 settings, fmt):
@@ -135,3 +140,11 @@ def test_int8_onnx_export_is_smaller_and_decodes(trained, test_sources, tmp_path
     # int8 weights perturb the logits a little: most slots keep their token
     width = min(tokens.size(1), reference.size(1))
     assert (tokens[:, :width] == reference[:, :width]).float().mean() > 0.5
+
+
+def test_exported_nat_refuses_refinement_passes(trained, tmp_path):
+    exported = tmp_path / "glat-ts"
+    assert main(["export", "--model", str(trained / "glat"), "--format", "torchscript",
+                 "--output", str(exported)]) == 0
+    with pytest.raises(ValueError, match="refine_steps"):
+        load_trained_task(str(exported), "infer", ["task.generator.refine_steps=1"])

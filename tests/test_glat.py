@@ -223,3 +223,32 @@ def test_ctc_glat_overfits_a_small_corpus(small_corpus, tmp_path):
     exact = sum(o == t for o, t in zip(outputs, pairs["en"]))
     assert exact >= 30, (exact, outputs[:3])
     assert result["valid.bleu"] > 65
+
+
+def test_refinement_keeps_the_most_confident_slots_and_repredicts_the_rest():
+    torch.manual_seed(0)
+    model = tiny_glat()
+    src = torch.tensor([[5, 6, 7, 8, 9, EOS], [8, 9, EOS, PAD, PAD, PAD]])
+    refined = NATGenerator(refine_steps=1, refine_keep=0.5, model=model, bos_id=2, eos_id=EOS,
+                           pad_id=PAD)
+    memory, memory_padding, _ = model.encode(src)
+    lengths = torch.tensor([6, 3])
+    padding = torch.arange(int(lengths.max()))[None, :] >= lengths[:, None]
+    tokens, scores = model.predict_slots(src, memory, memory_padding, padding)
+    new_tokens, new_scores = refined.refine(src, memory, memory_padding, padding, lengths, tokens,
+                                            scores)
+    for row, length in enumerate(lengths.tolist()):
+        real = scores[row, :length]
+        keep = real.argsort(descending=True)[:length // 2]
+        assert torch.equal(new_tokens[row, keep], tokens[row, keep])
+    # the other slots are re-predicted with the kept tokens as decoder input
+    keep_mask = torch.zeros_like(padding)
+    keep_mask[0, scores[0, :int(lengths[0])].argsort(descending=True)[:int(lengths[0]) // 2]] = True
+    expected, _ = model.predict_slots(src, memory, memory_padding, padding, tokens, keep_mask)
+    assert torch.equal(new_tokens[0][~keep_mask[0]], expected[0][~keep_mask[0]])
+    # and fed-back tokens do reach the decoder (this random model mostly copies its input)
+    given = torch.full_like(tokens, 15)
+    assert not torch.equal(model.predict_slots(src, memory, memory_padding, padding, given,
+                                               ~padding)[0], tokens)
+    with pytest.raises(ValueError, match="refine_keep"):
+        NATGenerator(refine_keep=1.0, model=model, bos_id=2, eos_id=EOS, pad_id=PAD)

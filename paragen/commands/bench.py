@@ -5,7 +5,8 @@ Protocol (after Helcl et al. 2022): tokenization excluded; every setting warmed 
 batch 1 feeds the sentences one at a time in input order (median latency, and sentences/s
 over the whole set); batched sorts by length into batches of at most `--batch-tokens`
 padded source tokens and reports the median of `--repeats` passes. AR models run greedy and
-beam 4; NAT models a single pass and NPD over 5 lengths. Prints a table and writes JSON
+beam 4; NAT models a single pass, NPD over 5 lengths (not for CTC models) and one refinement
+pass (PyTorch models). Prints a table and writes JSON
 (plus a PNG bar chart when matplotlib is installed).
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ import torch
 
 AR_SETTINGS = [("greedy", {"search": {"class": "GreedySearch"}}),
                ("beam4", {"search": {"class": "BeamSearch", "beam_size": 4}})]
-NAT_SETTINGS = [("single", {"length_beam": 1}), ("NPD-5", {"length_beam": 5})]
+NAT_SINGLE, NAT_NPD = ("single", {"length_beam": 1}), ("NPD-5", {"length_beam": 5})
+NAT_REFINE = ("refine-1", {"refine_steps": 1})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,14 +72,19 @@ def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
     from paragen.exporting.runtime import read_manifest
     from paragen.tasks.loading import is_exported, stored_config
 
-    generator = stored_config(model)[0]["task"].get("generator") or {}
-    engine = ""
-    if is_exported(model):
+    task_config = stored_config(model)[0]["task"]
+    generator = task_config.get("generator") or {}
+    engine, exported = "", is_exported(model)
+    ctc = bool(task_config["model"].get("ctc_upsample"))
+    if exported:
         manifest = read_manifest(model)
         engine = f" {manifest['format']}" + (f" {manifest['quantized']}"
                                              if manifest.get("quantized") else "")
+        ctc = bool(manifest.get("length", {}).get("ctc_upsample"))
     if generator.get("class", "SequenceGenerator").lower() == "natgenerator":
-        return "NAT" + engine, NAT_SETTINGS
+        # NPD needs length candidates (a CTC model has one); refinement the PyTorch model.
+        settings = [NAT_SINGLE] + ([] if ctc else [NAT_NPD]) + ([] if exported else [NAT_REFINE])
+        return "NAT" + (" CTC" if ctc else "") + engine, settings
     return "AR" + engine, AR_SETTINGS
 
 

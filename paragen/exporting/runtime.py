@@ -110,6 +110,8 @@ class ExportedStepDecoder:
 class ExportedModel(nn.Module):
     # NAT length classes → lengths: the same rule as the model that was exported.
     class_to_length = GLAT.class_to_length
+    # The exported NAT decoder graph has no input for fed-back tokens: one pass only.
+    supports_refinement = False
 
     def __init__(self, path: str, threads: Optional[int] = None, *, src_vocab_size: int,
                  tgt_vocab_size: int, pad_id: int, config_path: str = "task.model"):

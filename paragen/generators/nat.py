@@ -7,6 +7,11 @@ with the best *mean* token log-probability. ParaGen ranked by raw logits, which 
 comparable across lengths. An AR model (`reranker: path/to/teacher.pt`) may score the
 candidates instead, by its length-normalised log-likelihood.
 
+With `refine_steps` = n > 0, n more passes follow (as in Mask-Predict, Ghazvininejad et al.
+2019): each keeps the `refine_keep` most confident share of a candidate's slots, feeds their
+tokens back as decoder input (the way glancing showed reference tokens in training) and
+re-predicts the rest. Each pass costs about one decoder pass more.
+
 A CTC model (`ctc_upsample` > 0) has a single length per sentence (upsample × source length),
 so `length_beam` has nothing to choose from there; its output is always collapsed: repeats
 merged, blanks (the pad id) dropped.
@@ -24,13 +29,21 @@ from paragen.registry import register_generator
 @register_generator
 class NATGenerator(nn.Module):
     def __init__(self, length_beam: int = 1, length_candidates: Literal["topk", "window"] = "topk",
-                 remove_repeats: bool = False, reranker: Optional[str] = None, *,
+                 remove_repeats: bool = False, reranker: Optional[str] = None,
+                 refine_steps: int = 0, refine_keep: float = 0.7, *,
                  model: nn.Module, bos_id: int, eos_id: int, pad_id: int,
                  config_path: str = "task.generator"):
         super().__init__()
         if length_beam < 1:
             raise ValueError(f"{config_path}.length_beam: must be ≥ 1, got {length_beam}")
+        if refine_steps < 0 or not 0.0 <= refine_keep < 1.0:
+            raise ValueError(f"{config_path}: refine_steps must be ≥ 0 and refine_keep in "
+                             f"[0, 1), got {refine_steps} and {refine_keep}")
+        if refine_steps and not getattr(model, "supports_refinement", True):
+            raise ValueError(f"{config_path}.refine_steps: this model (an exported graph) "
+                             f"decodes in one pass; refine with the PyTorch checkpoint")
         self.model, self.length_beam, self.length_candidates = model, length_beam, length_candidates
+        self.refine_steps, self.refine_keep = refine_steps, refine_keep
         self.remove_repeats = remove_repeats or bool(getattr(model, "ctc_upsample", 0))
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.reranker = load_reranker(reranker, pad_id) if reranker else None
@@ -62,6 +75,9 @@ class NATGenerator(nn.Module):
         if k > 1:
             src, memory, memory_padding = src[rows], memory[rows], memory_padding[rows]
         tokens, token_scores = model.predict_slots(src, memory, memory_padding, target_padding)
+        for _ in range(self.refine_steps):
+            tokens, token_scores = self.refine(src, memory, memory_padding, target_padding,
+                                               lengths, tokens, token_scores)
         tokens = tokens.masked_fill(target_padding, self.pad_id)
         scores = token_scores.masked_fill(target_padding, 0.0).sum(-1) / lengths
         if self.reranker is not None and k > 1:
@@ -73,6 +89,19 @@ class NATGenerator(nn.Module):
         if self.remove_repeats:
             tokens = collapse_repeats(tokens, self.pad_id)
         return left_align(tokens, self.pad_id), scores
+
+
+    def refine(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+               target_padding: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor,
+               scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One refinement pass: keep floor(refine_keep × length) most confident slots per row."""
+        keep_count = (lengths.to(torch.float32) * self.refine_keep).floor().long()
+        rank = scores.masked_fill(target_padding, -torch.inf).argsort(-1, descending=True) \
+            .argsort(-1)
+        keep = rank < keep_count[:, None]
+        new_tokens, new_scores = self.model.predict_slots(src, memory, memory_padding,
+                                                          target_padding, tokens, keep)
+        return torch.where(keep, tokens, new_tokens), torch.where(keep, scores, new_scores)
 
 
 def collapse_repeats(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:

@@ -124,10 +124,19 @@ class GLAT(nn.Module):
         return memory, memory_padding, self.length_logits(memory, memory_padding)
 
     def predict_slots(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
-                      target_padding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Best token (B,T) of every slot and its log-probability (B,T), in one pass."""
-        hidden = self.decode(self.initial_decoder_input(src, target_padding), memory,
-                             memory_padding, target_padding)
+                      target_padding: torch.Tensor, given: Optional[torch.Tensor] = None,
+                      given_mask: Optional[torch.Tensor] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Best token (B,T) of every slot and its log-probability (B,T), in one pass.
+
+        `given` tokens (B,T), where `given_mask` is True, enter the decoder input as glanced
+        tokens do in training: a refinement pass re-predicts the other slots given them.
+        """
+        decoder_input = self.initial_decoder_input(src, target_padding)
+        if given is not None:
+            decoder_input = torch.where(given_mask.unsqueeze(-1), self.embed_target_tokens(given),
+                                        decoder_input)
+        hidden = self.decode(decoder_input, memory, memory_padding, target_padding)
         logits = self.output_logits(hidden).float()
         # max(log_softmax) without materialising it: one (B,T,V) buffer instead of two.
         best, tokens = logits.max(-1)
