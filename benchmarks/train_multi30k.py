@@ -109,6 +109,10 @@ def main() -> None:
                      for checkpoint in ("best", "average")
                      for name, options in decoding_settings(args.config, args.teacher)},
     }
+    if args.evaluate_only and os.path.exists(args.output):  # keep how the run was trained
+        with open(args.output) as f:
+            previous = json.load(f)
+        result["train_command"] = previous.get("train_command", previous["command"])
     os.makedirs("benchmarks/results", exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=2)
