@@ -137,10 +137,10 @@ class GLAT(nn.Module):
             decoder_input = torch.where(given_mask.unsqueeze(-1), self.embed_target_tokens(given),
                                         decoder_input)
         hidden = self.decode(decoder_input, memory, memory_padding, target_padding)
-        logits = self.output_logits(hidden).float()
-        # max(log_softmax) without materialising it: one (B,T,V) buffer instead of two.
-        best, tokens = logits.max(-1)
-        return tokens, best - logits.logsumexp(-1)
+        # log_softmax then max: measured faster, in PyTorch and onnxruntime alike, than
+        # max - logsumexp (which avoids the second buffer but reduces twice).
+        scores, tokens = torch.log_softmax(self.output_logits(hidden).float(), dim=-1).max(-1)
+        return tokens, scores
 
     def forward(self, src: torch.Tensor, target: torch.Tensor, glance_ratio: float = 0.0
                 ) -> Dict[str, torch.Tensor]:
