@@ -223,6 +223,11 @@ def test_ctc_glat_overfits_a_small_corpus(small_corpus, tmp_path):
     exact = sum(o == t for o, t in zip(outputs, pairs["en"]))
     assert exact >= 30, (exact, outputs[:3])
     assert result["valid.bleu"] > 65
+    # the loss's own counters reach the training log
+    import json
+    windows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")
+               if "tokens_per_s" in line]
+    assert windows[0]["glanced"] > 0 and all("ctc_infeasible" in w for w in windows)
 
 
 def test_refinement_keeps_the_most_confident_slots_and_repredicts_the_rest():

@@ -156,8 +156,8 @@ class Trainer:
                 # position (stored by rank 0) is every rank's own position on resume.
                 self.batch_in_epoch += self.update_freq if self.rank_local else len(update)
                 self.step += 1
-                for key in ("loss", "nll_loss", "ntokens"):
-                    window[key] += logs[key]
+                for key, value in logs.items():
+                    window[key] = window.get(key, 0) + value
                 window["seconds"] += elapsed
                 progress.update(1)
                 if self.step % self.log_interval == 0:
@@ -217,8 +217,8 @@ class Trainer:
                     loss, logs = task.criterion(self.network, batch)
                 weight = 0.0 if idle else int(batch["ntokens"]) / total_tokens * world
                 self.scaler.scale(loss * weight).backward()
-            for key in totals:
-                totals[key] += 0 if idle else logs[key]
+            for key, value in logs.items():  # the loss's own counters too (e.g. glanced)
+                totals[key] = totals.get(key, 0) + (0 if idle else value)
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         if self.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(task.model.parameters(), self.clip_norm)
@@ -256,6 +256,10 @@ class Trainer:
                   "nll_loss": window["nll_loss"] / max(window["ntokens"], 1),
                   "tokens_per_s": window["ntokens"] / max(window["seconds"], 1e-9),
                   "train_seconds": round(self.train_seconds, 1)}
+        # Whatever else the criterion reports (glanced tokens, CTC-infeasible sentences, ...),
+        # summed over the window.
+        record.update({key: round(value, 4) for key, value in window.items()
+                       if key not in ("loss", "nll_loss", "ntokens", "seconds")})
         progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{self.lr:.2e}",
                              tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
         self._write_record(record)
