@@ -110,7 +110,11 @@ def test_collapse_repeats_and_left_align():
     assert left_align(collapse_repeats(tokens, PAD), PAD).tolist() == [[5, 6, 7], [8, 8, 9]]
 
 
-def test_glat_overfits_a_small_corpus(small_corpus, tmp_path):
+@pytest.mark.parametrize("output", ["length", "ctc"])
+def test_glat_overfits_a_small_corpus(small_corpus, tmp_path, output):
+    """Both GLAT outputs (length classifier, CTC) memorise 100 pairs in 500 updates."""
+    import json
+
     from paragen.datasets import read_lines
 
     pairs = {lang: read_lines(path)[:100] for lang, path in small_corpus["train"].items()}
@@ -120,8 +124,13 @@ def test_glat_overfits_a_small_corpus(small_corpus, tmp_path):
     task = config["task"]
     task["trainer"]["lr_scheduler"] = {"class": "Constant", "warmup_steps": 20}
     task["model"].update({"class": "GLAT", "d_model": 64})
-    task["criterion"] = {"class": "GlancingCrossEntropy", "epsilon": 0.0}
-    task["generator"] = {"class": "NATGenerator", "length_beam": 3}
+    if output == "ctc":
+        task["model"]["ctc_upsample"] = 2
+        task["criterion"] = {"class": "GlancingCTC"}
+        task["generator"] = {"class": "NATGenerator"}
+    else:
+        task["criterion"] = {"class": "GlancingCrossEntropy", "epsilon": 0.0}
+        task["generator"] = {"class": "NATGenerator", "length_beam": 3}
     task["dataloader"]["train"]["sampler"]["max_tokens"] = 2000
     built = build_task(copy.deepcopy(config))
     result = built.run()
@@ -130,7 +139,11 @@ def test_glat_overfits_a_small_corpus(small_corpus, tmp_path):
     # A NAT memorises more slowly than an AR model (repeated or dropped pieces in the rest).
     assert exact >= 30, (exact, outputs[:3])
     assert result["valid.bleu"] > 65
-
+    # the loss's own counters reach the training log
+    windows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")
+               if "tokens_per_s" in line]
+    assert windows[0]["glanced"] > 0
+    assert all(("ctc_infeasible" in w) == (output == "ctc") for w in windows)
 
 def test_ar_reranker_picks_the_candidate_the_teacher_prefers(small_corpus, tmp_path):
     """NPD with an AR reranker returns the candidate with the best teacher score."""
@@ -187,7 +200,7 @@ def test_ctc_best_alignment_is_the_most_probable_path():
     assert not feasible[4]  # "1 1" needs three slots (a blank between the repeats), has two
 
 
-def test_ctc_glat_lengths_and_criterion_guard(small_corpus, tmp_path):
+def test_ctc_glat_lengths_and_criterion_guard():
     model = tiny_glat(ctc_upsample=2)
     src = torch.tensor([[5, 6, 7, EOS], [8, EOS, PAD, PAD]])
     memory, memory_padding, length_logits = model.encode(src)
@@ -202,32 +215,6 @@ def test_ctc_glat_lengths_and_criterion_guard(small_corpus, tmp_path):
     batch = {"src": src, "target": torch.tensor([[9, EOS], [11, EOS]]), "ntokens": 4}
     with pytest.raises(ValueError, match="ctc_upsample = 0"):
         GlancingCrossEntropy(pad_id=PAD)(model, batch)
-
-
-def test_ctc_glat_overfits_a_small_corpus(small_corpus, tmp_path):
-    from paragen.datasets import read_lines
-
-    pairs = {lang: read_lines(path)[:100] for lang, path in small_corpus["train"].items()}
-    tiny = write_pairs(tmp_path, pairs)
-    config = tiny_config(tiny, tiny, small_corpus["spm"], tmp_path / "run", max_steps=500,
-                         assess_by="valid.loss")
-    task = config["task"]
-    task["trainer"]["lr_scheduler"] = {"class": "Constant", "warmup_steps": 20}
-    task["model"].update({"class": "GLAT", "d_model": 64, "ctc_upsample": 2})
-    task["criterion"] = {"class": "GlancingCTC"}
-    task["generator"] = {"class": "NATGenerator"}
-    task["dataloader"]["train"]["sampler"]["max_tokens"] = 2000
-    built = build_task(copy.deepcopy(config))
-    result = built.run()
-    outputs = built.translate(pairs["de"])
-    exact = sum(o == t for o, t in zip(outputs, pairs["en"]))
-    assert exact >= 30, (exact, outputs[:3])
-    assert result["valid.bleu"] > 65
-    # the loss's own counters reach the training log
-    import json
-    windows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")
-               if "tokens_per_s" in line]
-    assert windows[0]["glanced"] > 0 and all("ctc_infeasible" in w for w in windows)
 
 
 def test_refinement_keeps_the_most_confident_slots_and_repredicts_the_rest():

@@ -84,7 +84,8 @@ def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
     if generator.get("class", "SequenceGenerator").lower() == "natgenerator":
         # NPD needs length candidates (a CTC model has one); refinement, which only helps
         # length-predicting models (docs/results.md), the PyTorch model.
-        settings = [NAT_SINGLE] if ctc else [NAT_SINGLE, NAT_NPD] + ([] if exported else [NAT_REFINE])
+        settings = [NAT_SINGLE] if ctc else \
+            [NAT_SINGLE, NAT_NPD] + ([] if exported else [NAT_REFINE])
         return "NAT" + (" CTC" if ctc else "") + engine, settings
     return "AR" + engine, AR_SETTINGS
 

@@ -24,7 +24,8 @@ class GlanceSchedule(nn.Module):
     def __init__(self, glance_start: float, glance_end: float, anneal_steps: Optional[int],
                  pad_id: int):
         super().__init__()
-        self.glance_start, self.glance_end, self.anneal_steps = glance_start, glance_end, anneal_steps
+        self.glance_start, self.glance_end = glance_start, glance_end
+        self.anneal_steps = anneal_steps
         self.pad_id, self.step, self.total_steps = pad_id, 0, None
 
     def set_progress(self, step: int, total_steps: Optional[int]) -> None:

@@ -90,7 +90,6 @@ class NATGenerator(nn.Module):
             tokens = collapse_repeats(tokens, self.pad_id)
         return left_align(tokens, self.pad_id), scores
 
-
     def refine(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
                target_padding: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor,
                scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,8 @@ def best_alignment(log_probs: torch.Tensor, slot_lengths: torch.Tensor, labels: 
                    label_lengths: torch.Tensor, blank: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The most probable CTC path of each reference, as one token per slot.
 
-    log_probs (B,T,V) (or unnormalised logits: the best path is the same), slot_lengths (B,), labels (B,L) padded with anything, label_lengths (B,).
+    log_probs (B,T,V) (or unnormalised logits: the best path is the same), slot_lengths (B,),
+    labels (B,L) padded with anything, label_lengths (B,).
     Returns (aligned (B,T): a label or `blank` per slot, `blank` past a row's slots;
     feasible (B,): False where the reference cannot fit the slots, whose path is meaningless).
 
@@ -57,7 +58,8 @@ def best_alignment(log_probs: torch.Tensor, slot_lengths: torch.Tensor, labels: 
     # A path ends on the last label or on the blank after it.
     last_blank = 2 * label_lengths
     last_label = (last_blank - 1).clamp_min(0)
-    end_blank, end_label = alpha.gather(1, last_blank[:, None]), alpha.gather(1, last_label[:, None])
+    end_blank = alpha.gather(1, last_blank[:, None])
+    end_label = alpha.gather(1, last_label[:, None])
     state = torch.where(end_label > end_blank, last_label[:, None], last_blank[:, None]).squeeze(1)
     feasible = torch.maximum(end_blank, end_label).squeeze(1).isfinite()
     path = torch.empty(batch, slots, dtype=torch.long, device=labels.device)
@@ -68,4 +70,3 @@ def best_alignment(log_probs: torch.Tensor, slot_lengths: torch.Tensor, labels: 
     aligned = extended.gather(1, path)
     past_end = torch.arange(slots, device=labels.device)[None, :] >= slot_lengths[:, None]
     return aligned.masked_fill(past_end, blank), feasible
-
