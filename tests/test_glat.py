@@ -244,3 +244,35 @@ def test_refinement_keeps_the_most_confident_slots_and_repredicts_the_rest():
                                                ~padding)[0], tokens)
     with pytest.raises(ValueError, match="refine_keep"):
         NATGenerator(refine_keep=1.0, model=model, bos_id=2, eos_id=EOS, pad_id=PAD)
+
+
+def test_ctc_glancing_uses_the_alignment_and_counts_infeasible_references():
+    """Glanced slots get the tokens of the best CTC alignment (not the reference at the same
+    position); a reference that cannot fit its slots is glanced nowhere and counted."""
+    from paragen.criteria.glancing import GlancingCTC
+    from paragen.models.ctc import best_alignment, min_slots
+
+    torch.manual_seed(0)
+    model = tiny_glat(ctc_upsample=2).train()
+    src = torch.tensor([[5, 6, 7, EOS], [8, EOS, PAD, PAD]])
+    # row 0: 4 labels in 8 slots; row 1: "9 9 9 eos" needs 6 slots, has 4
+    target = torch.tensor([[9, 10, 11, EOS], [9, 9, 9, EOS]])
+    assert min_slots(target, torch.tensor([4, 4])).tolist() == [4, 6]
+    inputs = []  # what each decoder pass is fed
+    decode = model.decode
+    model.decode = lambda x, *rest: inputs.append(x) or decode(x, *rest)
+    out = model(src, target, glance_ratio=1.0)
+    glanced = out["glance_mask"]
+    assert glanced[1].sum() == 0 and glanced[0].sum() > 0
+    with torch.no_grad():  # pass 1's logits → the best alignment, from logits or log-probs
+        logits = model.output_logits(decode(inputs[0], *model.encoder(src), out["slot_padding"]))
+        aligned, feasible = best_alignment(logits, torch.tensor([8, 4]), target,
+                                           torch.tensor([4, 4]), PAD)
+        same, _ = best_alignment(logits.log_softmax(-1), torch.tensor([8, 4]), target,
+                                 torch.tensor([4, 4]), PAD)
+    assert torch.equal(aligned, same) and feasible.tolist() == [True, False]
+    assert torch.equal(inputs[1][glanced], model.embed_target_tokens(aligned)[glanced])
+    assert torch.equal(inputs[1][~glanced], inputs[0][~glanced])
+    batch = {"src": src, "target": target, "ntokens": 8}
+    loss, logs = GlancingCTC(pad_id=PAD)(model, batch)
+    assert logs["ctc_infeasible"] == 1 and torch.isfinite(loss)

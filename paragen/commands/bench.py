@@ -5,8 +5,8 @@ Protocol (after Helcl et al. 2022): tokenization excluded; every setting warmed 
 batch 1 feeds the sentences one at a time in input order (median latency, and sentences/s
 over the whole set); batched sorts by length into batches of at most `--batch-tokens`
 padded source tokens and reports the median of `--repeats` passes. AR models run greedy and
-beam 4; NAT models a single pass, plus (length-predicting models) NPD over 5 lengths and
-(PyTorch models) one refinement pass. Prints a table and writes JSON
+beam 4; NAT models a single pass, plus, for length-predicting models, NPD over 5 lengths and
+(PyTorch only) one refinement pass. Prints a table and writes JSON
 (plus a PNG bar chart when matplotlib is installed).
 """
 from __future__ import annotations

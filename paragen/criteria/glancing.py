@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from paragen.criteria.cross_entropy import label_smoothed_nll
+from paragen.models.ctc import min_slots
 from paragen.registry import register_criterion
 
 
@@ -97,12 +98,12 @@ class GlancingCTC(GlanceSchedule):
         target = batch["target"]
         out, model = self.run_model(model, batch, ctc=True)
         log_probs = torch.log_softmax(model.output_logits(out["hidden"]).float(), dim=-1)
-        nll = F.ctc_loss(log_probs.transpose(0, 1), target, (~out["slot_padding"]).sum(-1),
-                         target.ne(self.pad_id).sum(-1), blank=self.pad_id, reduction="none",
-                         zero_infinity=True)
+        slots, lengths = (~out["slot_padding"]).sum(-1), target.ne(self.pad_id).sum(-1)
+        nll = F.ctc_loss(log_probs.transpose(0, 1), target, slots, lengths, blank=self.pad_id,
+                         reduction="none", zero_infinity=True)
         ntokens = int(batch["ntokens"])
         loss = nll.sum() / max(ntokens, 1)
-        infeasible = int(nll.detach().eq(0).sum())
+        infeasible = int(min_slots(target, lengths).gt(slots).sum())
         return loss, {"loss": loss.item() * ntokens, "nll_loss": loss.item() * ntokens,
                       "ntokens": ntokens, "ctc_infeasible": infeasible,
                       "glanced": int(out["glance_mask"].sum())}

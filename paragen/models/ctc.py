@@ -16,12 +16,22 @@ from typing import Tuple
 import torch
 
 
+def min_slots(labels: torch.Tensor, label_lengths: torch.Tensor) -> torch.Tensor:
+    """(B,) the fewest slots a CTC path of each reference needs: one per label, plus one
+    blank between each pair of equal neighbours (which would otherwise merge)."""
+    real = torch.arange(labels.size(1), device=labels.device)[None, :] < label_lengths[:, None]
+    repeats = (labels[:, 1:].eq(labels[:, :-1]) & real[:, 1:]).sum(-1)
+    return label_lengths + repeats
+
+
+# A Python loop over the slots: compiling it would recompile for every slot count.
+@torch.compiler.disable
 def best_alignment(log_probs: torch.Tensor, slot_lengths: torch.Tensor, labels: torch.Tensor,
                    label_lengths: torch.Tensor, blank: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The most probable CTC path of each reference, as one token per slot.
 
     log_probs (B,T,V) (or unnormalised logits: the best path is the same), slot_lengths (B,),
-    labels (B,L) padded with anything, label_lengths (B,).
+    labels (B,L) padded with any token id, label_lengths (B,).
     Returns (aligned (B,T): a label or `blank` per slot, `blank` past a row's slots;
     feasible (B,): False where the reference cannot fit the slots, whose path is meaningless).
 

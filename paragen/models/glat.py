@@ -46,6 +46,10 @@ class GLAT(nn.Module):
         self.encoder, self.decoder = build_encoder_decoder(
             encoder, {**decoder, "causal": False}, d_model, share_embedding, src_vocab_size,
             tgt_vocab_size, pad_id, config_path)
+        positions = self.decoder.embed.positions.weight.size(0)
+        if ctc_upsample * max_length > positions:
+            raise ValueError(f"{config_path}.ctc_upsample: {ctc_upsample} × max_length "
+                             f"{max_length} slots exceed the decoder's max_positions {positions}")
         classes = 2 * max_length_offset + 1 if length_prediction == "offset" else max_length + 1
         self.length_classifier = None if ctc_upsample else nn.Linear(d_model, classes)
         # The `unk` decoder input: one learned vector in every slot (positions tell them apart).

@@ -257,7 +257,7 @@ class Trainer:
                   "tokens_per_s": window["ntokens"] / max(window["seconds"], 1e-9),
                   "train_seconds": round(self.train_seconds, 1)}
         # Whatever else the criterion reports (glanced tokens, CTC-infeasible sentences, ...),
-        # summed over the window.
+        # summed over the window's batches (rank 0's share of them under DDP).
         record.update({key: round(value, 4) for key, value in window.items()
                        if key not in ("loss", "nll_loss", "ntokens", "seconds")})
         progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{self.lr:.2e}",
