@@ -276,3 +276,13 @@ def test_ctc_glancing_uses_the_alignment_and_counts_infeasible_references():
     batch = {"src": src, "target": target, "ntokens": 8}
     loss, logs = GlancingCTC(pad_id=PAD)(model, batch)
     assert logs["ctc_infeasible"] == 1 and torch.isfinite(loss)
+
+
+def test_chunked_output_layer_equals_one_pass():
+    torch.manual_seed(0)
+    model = tiny_glat()
+    hidden = torch.randn(3, 7, 16)
+    tokens, scores = model.best_tokens(hidden, rows_per_chunk=4)  # 21 rows: 6 chunks
+    full = torch.log_softmax(model.output_logits(hidden), dim=-1)
+    assert torch.equal(tokens, full.argmax(-1))
+    assert torch.allclose(scores, full.max(-1).values)
