@@ -148,14 +148,13 @@ class GLAT(nn.Module):
         """Argmax token (B,T) of each slot and its log-probability (B,T).
 
         Eagerly, slots go through the output layer in chunks, so that each chunk's (rows × V)
-        logits stay in cache between the projection, log_softmax and max: twice as fast
-        batched on CPU as one (B·T × V) pass. A traced graph (`paragen export`) takes the
-        single pass, as a loop would be unrolled to the example's size. (log_softmax + max
+        logits stay in cache between the projection, log_softmax and max, instead of a
+        (B·T × V) tensor being written and read back. A traced graph (`paragen export`)
+        takes one pass, as a loop would be unrolled to the example's size. (log_softmax + max
         was also measured faster than max − logsumexp, in PyTorch and onnxruntime alike.)
         """
-        if torch.jit.is_tracing() or hidden.shape[:-1].numel() <= rows_per_chunk:
-            logits = self.output_logits(hidden).float()
-            scores, tokens = torch.log_softmax(logits, dim=-1).max(-1)
+        if torch.jit.is_tracing():
+            scores, tokens = torch.log_softmax(self.output_logits(hidden).float(), -1).max(-1)
             return tokens, scores
         flat = hidden.reshape(-1, hidden.size(-1))
         tokens = torch.empty(flat.size(0), dtype=torch.long, device=flat.device)
