@@ -3,6 +3,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from helpers import tiny_config, write_pairs
 from paragen.commands.train import build_task
@@ -180,7 +181,7 @@ def test_ctc_best_alignment_is_the_most_probable_path():
     """Viterbi over the CTC lattice equals exhaustive search over every slot sequence."""
     import itertools
 
-    from paragen.models.ctc import best_alignment
+    from paragen.models.ctc import best_alignment, lattice_states
 
     def collapse(path):
         out = [t for i, t in enumerate(path) if t != PAD and (i == 0 or path[i - 1] != t)]
@@ -190,7 +191,8 @@ def test_ctc_best_alignment_is_the_most_probable_path():
     log_probs = torch.randn(5, 6, 4).log_softmax(-1)
     labels = torch.tensor([[1, 2, 2], [3, 1, 0], [1, 0, 0], [2, 3, 1], [1, 1, 0]])
     label_lengths, slot_lengths = torch.tensor([3, 2, 1, 3, 2]), torch.tensor([6, 5, 3, 4, 2])
-    aligned, feasible = best_alignment(log_probs, slot_lengths, labels, label_lengths, PAD)
+    emit = log_probs.gather(2, lattice_states(labels, PAD)[:, None, :].expand(-1, 6, -1))
+    aligned, feasible = best_alignment(emit, slot_lengths, labels, label_lengths, PAD)
     for row in range(4):
         slots, reference = int(slot_lengths[row]), labels[row, :label_lengths[row]].tolist()
         best = max((sum(log_probs[row, t, p[t]].item() for t in range(slots)), p)
@@ -198,6 +200,35 @@ def test_ctc_best_alignment_is_the_most_probable_path():
         assert aligned[row, :slots].tolist() == list(best[1])
         assert aligned[row, slots:].eq(PAD).all() and feasible[row]
     assert not feasible[4]  # "1 1" needs three slots (a blank between the repeats), has two
+
+
+def test_fused_ctc_loss_matches_autograd():
+    """Loss and logits gradient equal autograd through log_softmax + F.ctc_loss."""
+    from paragen.models.ctc import ctc_loss_from_logits
+
+    torch.manual_seed(0)
+    vocab = 12
+    slot_lengths = torch.tensor([7, 5, 3, 6])
+    slot_padding = torch.arange(7)[None, :] >= slot_lengths[:, None]
+    # a repeat, a token twice apart, a reference that cannot fit (row 2), padding labels
+    labels = torch.tensor([[4, 4, 6, EOS], [5, 7, 5, EOS], [8, 8, EOS, PAD], [9, EOS, PAD, PAD]])
+    label_lengths = labels.ne(PAD).sum(-1)
+    logits = torch.randn(int(slot_lengths.sum()), vocab)
+    weights = torch.tensor([1.0, 0.5, 2.0, 3.0])  # a different gradient per sentence
+
+    fused_logits = logits.clone().requires_grad_()
+    fused = ctc_loss_from_logits(fused_logits, slot_padding, labels, label_lengths, PAD)
+    (fused * weights).sum().backward()
+
+    reference_logits = logits.clone().requires_grad_()
+    dense = torch.zeros(4, 7, vocab)
+    dense[~slot_padding] = reference_logits.log_softmax(-1)
+    reference = F.ctc_loss(dense.transpose(0, 1), labels, slot_lengths, label_lengths,
+                           blank=PAD, reduction="none", zero_infinity=True)
+    (reference * weights).sum().backward()
+    assert torch.allclose(fused, reference, atol=1e-5)
+    assert fused[2] == 0 and fused_logits.grad[12:15].abs().max() == 0  # row 2: infeasible
+    assert torch.allclose(fused_logits.grad, reference_logits.grad, atol=1e-5)
 
 
 def test_ctc_glat_lengths_and_criterion_guard():
@@ -250,7 +281,7 @@ def test_ctc_glancing_uses_the_alignment_and_counts_infeasible_references():
     """Glanced slots get the tokens of the best CTC alignment (not the reference at the same
     position); a reference that cannot fit its slots is glanced nowhere and counted."""
     from paragen.criteria.glancing import GlancingCTC
-    from paragen.models.ctc import best_alignment, min_slots
+    from paragen.models.ctc import best_alignment, lattice_states, min_slots
 
     torch.manual_seed(0)
     model = tiny_glat(ctc_upsample=2).train()
@@ -266,10 +297,11 @@ def test_ctc_glancing_uses_the_alignment_and_counts_infeasible_references():
     assert glanced[1].sum() == 0 and glanced[0].sum() > 0
     with torch.no_grad():  # pass 1's logits → the best alignment, from logits or log-probs
         logits = model.output_logits(decode(inputs[0], *model.encoder(src), out["slot_padding"]))
-        aligned, feasible = best_alignment(logits, torch.tensor([8, 4]), target,
-                                           torch.tensor([4, 4]), PAD)
-        same, _ = best_alignment(logits.log_softmax(-1), torch.tensor([8, 4]), target,
-                                 torch.tensor([4, 4]), PAD)
+        states = lattice_states(target, PAD)[:, None, :].expand(-1, logits.size(1), -1)
+        aligned, feasible = best_alignment(logits.gather(2, states), torch.tensor([8, 4]),
+                                           target, torch.tensor([4, 4]), PAD)
+        same, _ = best_alignment(logits.log_softmax(-1).gather(2, states), torch.tensor([8, 4]),
+                                 target, torch.tensor([4, 4]), PAD)
     assert torch.equal(aligned, same) and feasible.tolist() == [True, False]
     assert torch.equal(inputs[1][glanced], model.embed_target_tokens(aligned)[glanced])
     assert torch.equal(inputs[1][~glanced], inputs[0][~glanced])

@@ -31,6 +31,24 @@ def test_fused_label_smoothing_matches_autograd_reference():
     assert torch.allclose(logits.grad, ref_logits.grad, atol=1e-6)
 
 
+def test_dropout_from_random_bits_drops_p_and_rescales():
+    from paragen.modules.layers import Dropout
+
+    torch.manual_seed(0)
+    layer = Dropout(0.3).train()
+    x = torch.ones(400, 500, requires_grad=True)
+    y = layer(x)
+    dropped = y.eq(0).float().mean().item()
+    assert abs(dropped - 0.3) < 0.005  # 200k draws: the standard error is 0.001
+    assert torch.allclose(y[y.ne(0)], torch.tensor(1 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient flows through the kept elements only
+    assert not torch.equal(layer(x), y)  # a new mask each call
+    assert layer.eval()(x) is x
+    with pytest.raises(ValueError, match="dropout"):
+        Dropout(1.0)
+
+
 def test_schedules_warm_up_then_decay():
     isr = InverseSquareRoot(warmup_steps=10, warmup_init_lr=0.0)
     assert isr.lr(1, 1.0) == pytest.approx(0.1) and isr.lr(10, 1.0) == pytest.approx(1.0)

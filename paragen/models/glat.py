@@ -20,7 +20,7 @@ from typing import Any, Dict, Literal, Optional, Tuple
 import torch
 from torch import nn
 
-from paragen.models.ctc import best_alignment
+from paragen.models.ctc import best_alignment, lattice_states
 from paragen.models.seq2seq import build_encoder_decoder
 from paragen.registry import register_model
 
@@ -119,6 +119,12 @@ class GLAT(nn.Module):
     def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.decoder.output_projection(hidden)
 
+    def token_logits(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(B,T,K) logits of K given tokens per row (B,K) only: = output_logits(hidden)
+        gathered at `tokens`, without the (B,T,V) product."""
+        weight = self.decoder.output_projection.weight[tokens]  # (B,K,D)
+        return torch.bmm(hidden.to(weight.dtype), weight.transpose(1, 2)).float()
+
     # ------------------------------------------------------------------ inference interface
     # What a NAT generator needs, in two coarse steps, so that an exported graph pair
     # (`paragen.exporting`) can stand in for the model.
@@ -190,13 +196,14 @@ class GLAT(nn.Module):
         if glance_ratio > 0:
             with torch.no_grad():
                 hidden = self.decode(decoder_input, memory.detach(), memory_padding, slot_padding)
-                logits = self.output_logits(hidden).float()
-                prediction = logits.argmax(-1)
+                prediction, _ = self.best_tokens(hidden)
                 reference, feasible = target, None
                 if self.ctc_upsample:
-                    # Raw logits do: a slot's softmax normaliser shifts every path alike.
+                    # Raw logits of the lattice's tokens do: a slot's softmax normaliser
+                    # shifts every path alike.
+                    emit = self.token_logits(hidden, lattice_states(target, self.pad_id))
                     reference, feasible = best_alignment(
-                        logits, slot_lengths, target,
+                        emit, slot_lengths, target,
                         target.ne(self.pad_id).sum(-1), blank=self.pad_id)
             glance_mask = glancing_mask(prediction, reference, slot_padding, glance_ratio)
             if feasible is not None:  # a reference longer than the slots has no alignment

@@ -63,6 +63,38 @@ class MultiheadAttention(nn.Module):
         return self.out_proj(out)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout whose mask comes from raw random bits instead of `bernoulli_`.
+
+    On CPU, `torch.nn.Dropout` spends most of its time drawing one float per element
+    (measured ~70 ms for 8M elements on our 2-core VM); filling int64 words with random bits
+    takes ~5 ms for the same mask. Each element reads 15 of them, so the drop probability is
+    `p` rounded to a multiple of 1/32768. Identity in eval mode or with p = 0.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return x * keep_mask(x.shape, self.p, x.device).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """Bool mask, False with probability p (to 1/32768), from 15 random bits per element."""
+    count = math.prod(shape)
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_()
+    bits = words.view(torch.int16)[:count].view(shape)  # random_() leaves bit 63 zero:
+    return (bits & 0x7FFF) >= round(p * 32768)  # use the low 15 bits of every int16
+
+
 class FeedForward(nn.Module):
     """Two linear maps with an activation between; `dropout` acts on the (wide) hidden layer.
 
@@ -74,7 +106,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(d_model, ffn_dim), nn.Linear(ffn_dim, d_model)
         self.activation = {"relu": F.relu, "gelu": F.gelu}[activation]
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.dropout(self.activation(self.fc1(x))))
@@ -85,7 +117,7 @@ class Residual(nn.Module):
 
     def __init__(self, d_model: int, dropout: float, pre_norm: bool):
         super().__init__()
-        self.norm, self.dropout, self.pre_norm = nn.LayerNorm(d_model), nn.Dropout(dropout), pre_norm
+        self.norm, self.dropout, self.pre_norm = nn.LayerNorm(d_model), Dropout(dropout), pre_norm
 
     def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
         if self.pre_norm:
@@ -157,7 +189,7 @@ class TokenEmbedding(nn.Module):
         self.tokens = embed if embed is not None else make_embedding(vocab_size, d_model, pad_id)
         self.scale = math.sqrt(d_model)
         self.positions = PositionalEmbedding(d_model, max_positions, learned_positions)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
         return self.embed_vectors(self.tokens(tokens) * self.scale, offset)
