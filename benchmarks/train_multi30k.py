@@ -45,17 +45,17 @@ def bleu(model: str, *options: str) -> dict:
 
 
 def decoding_settings(config: str, teacher: str | None) -> list:
-    """AR: beam 4 and greedy. NAT: one pass, one refinement pass, NPD over 5 lengths (and
-    AR-reranked NPD)."""
+    """AR: beam 4 and greedy. NAT: one pass, NPD over 5 lengths (CTC: 5 slot counts) and
+    AR-reranked NPD, and for length-predicting models one refinement pass (it hurts CTC
+    models, docs/results.md)."""
     from paragen.config import load_config
 
     generator = load_config(config)["task"].get("generator") or {}
     if generator.get("class", "").lower() != "natgenerator":
         return [("beam4", ["--beam", "4"]), ("greedy", ["--beam", "1"])]
-    refine = ("refine1", ["--task.generator.refine_steps", "1"])
-    if load_config(config)["task"]["model"].get("ctc_upsample"):
-        return [("single", []), refine]  # a CTC model has one length per sentence: no NPD
-    settings = [("single", []), refine, ("npd5", ["--task.generator.length_beam", "5"])]
+    settings = [("single", []), ("npd5", ["--task.generator.length_beam", "5"])]
+    if not load_config(config)["task"]["model"].get("ctc_upsample"):
+        settings.append(("refine1", ["--task.generator.refine_steps", "1"]))
     if teacher:
         settings.append(("npd5_ar_rerank", ["--task.generator.length_beam", "5",
                                             f"task.generator.reranker={teacher}"]))

@@ -83,9 +83,11 @@ def test_glance_ratio_anneals_and_works_with_epochs_only():
     assert criterion.glance_ratio == pytest.approx(0.3)
 
 
-def test_npd_picks_the_candidate_with_best_mean_logprob():
+@pytest.mark.parametrize("ctc_upsample", [0, 2])
+def test_npd_picks_the_candidate_with_best_mean_logprob(ctc_upsample):
+    """Length candidates, or for CTC slot counts around 2 × source length (then collapsed)."""
     torch.manual_seed(3)
-    model = tiny_glat()
+    model = tiny_glat(ctc_upsample=ctc_upsample)
     src = torch.tensor([[5, 6, 7, 8, EOS], [9, 10, EOS, PAD, PAD]])
     npd = NATGenerator(length_beam=4, model=model, bos_id=2, eos_id=EOS, pad_id=PAD)
     tokens, scores = npd(src)
@@ -100,8 +102,9 @@ def test_npd_picks_the_candidate_with_best_mean_logprob():
                                   memory[row:row + 1], memory_padding[row:row + 1], padding)
             logp = torch.log_softmax(model.output_logits(hidden), -1).max(-1)
             mean = logp.values.mean().item()
+            output = collapse_repeats(logp.indices, PAD) if ctc_upsample else logp.indices
             if best is None or mean > best[0]:
-                best = (mean, [t for t in logp.indices[0].tolist() if t != EOS])
+                best = (mean, [t for t in output[0].tolist() if t not in (EOS, PAD)])
         assert scores[row].item() == pytest.approx(best[0], abs=1e-5)
         assert [t for t in tokens[row].tolist() if t != PAD] == best[1]
 
@@ -235,8 +238,12 @@ def test_ctc_glat_lengths_and_criterion_guard():
     model = tiny_glat(ctc_upsample=2)
     src = torch.tensor([[5, 6, 7, EOS], [8, EOS, PAD, PAD]])
     memory, memory_padding, length_logits = model.encode(src)
-    lengths = model.class_to_length(length_logits.topk(1, -1).indices, src.ne(PAD).sum(-1))
-    assert lengths.squeeze(-1).tolist() == [8, 4]
+    single = NATGenerator(model=model, bos_id=2, eos_id=EOS, pad_id=PAD)
+    assert single.candidate_lengths(length_logits, src.ne(PAD).sum(-1)).tolist() == [[8], [4]]
+    npd = NATGenerator(length_beam=3, ctc_slot_step=0.25, model=model, bos_id=2, eos_id=EOS,
+                       pad_id=PAD)
+    assert npd.candidate_lengths(length_logits, src.ne(PAD).sum(-1)).tolist() == \
+        [[6, 8, 10], [3, 4, 5]]
     model.train()
     out = model(src, torch.tensor([[9, 10, EOS], [11, EOS, PAD]]), glance_ratio=0.5)
     assert out["slot_padding"].sum(-1).tolist() == [0, 4]

@@ -30,10 +30,11 @@ $PARAGEN distill --model runs/multi30k-transformer --input $DATA/train.de \
 # 4. Average the last 3 step checkpoints.
 $PARAGEN average-checkpoints --dir $RUN --last 3 --output $RUN/average.pt
 
-# 5. Evaluate: single pass; for the length-predicting GLAT also one refinement pass and noisy
-#    parallel decoding over 5 lengths (a CTC model has one length, and refinement hurts it).
-settings=("")
-[ "$VARIANT" = glat ] && settings+=("--task.generator.refine_steps 1" "--task.generator.length_beam 5")
+# 5. Evaluate: single pass and noisy parallel decoding over 5 lengths (CTC: 5 slot counts),
+#    ranked by the teacher; for the length-predicting GLAT also one refinement pass (it hurts
+#    a CTC model).
+settings=("" "--task.generator.length_beam 5 task.generator.reranker=runs/multi30k-transformer/best.pt")
+[ "$VARIANT" = glat ] && settings+=("--task.generator.refine_steps 1")
 for ckpt in best average; do
   for options in "${settings[@]}"; do
     $PARAGEN evaluate --model $RUN/$ckpt.pt \

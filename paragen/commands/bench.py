@@ -82,10 +82,9 @@ def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
                                              if manifest.get("quantized") else "")
         ctc = bool(manifest.get("length", {}).get("ctc_upsample"))
     if generator.get("class", "SequenceGenerator").lower() == "natgenerator":
-        # NPD needs length candidates (a CTC model has one); refinement, which only helps
-        # length-predicting models (docs/results.md), the PyTorch model.
-        settings = [NAT_SINGLE] if ctc else \
-            [NAT_SINGLE, NAT_NPD] + ([] if exported else [NAT_REFINE])
+        # Refinement only helps length-predicting models (docs/results.md) and needs the
+        # PyTorch model.
+        settings = [NAT_SINGLE, NAT_NPD] + ([] if exported or ctc else [NAT_REFINE])
         return "NAT" + (" CTC" if ctc else "") + engine, settings
     return "AR" + engine, AR_SETTINGS
 

@@ -12,9 +12,10 @@ With `refine_steps` = n > 0, n more passes follow (as in Mask-Predict, Ghazvinin
 tokens back as decoder input (the way glancing showed reference tokens in training) and
 re-predicts the rest. Each pass costs about one decoder pass more.
 
-A CTC model (`ctc_upsample` > 0) has a single length per sentence (upsample × source length),
-so `length_beam` has nothing to choose from there; its output is always collapsed: repeats
-merged, blanks (the pad id) dropped.
+A CTC model (`ctc_upsample` > 0) has no length classifier: its slot count is upsample ×
+source length, and its output is always collapsed (repeats merged, blanks = the pad id
+dropped). NPD there decodes k slot counts around that one, upsample × source length ×
+(1 + `ctc_slot_step` × offset), offsets centred on 0 (k = 5, step 0.1: ×0.8 … ×1.2).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from paragen.registry import register_generator
 class NATGenerator(nn.Module):
     def __init__(self, length_beam: int = 1, length_candidates: Literal["topk", "window"] = "topk",
                  remove_repeats: bool = False, reranker: Optional[str] = None,
-                 refine_steps: int = 0, refine_keep: float = 0.7, *,
+                 refine_steps: int = 0, refine_keep: float = 0.7, ctc_slot_step: float = 0.1, *,
                  model: nn.Module, bos_id: int, eos_id: int, pad_id: int,
                  config_path: str = "task.generator"):
         super().__init__()
@@ -44,13 +45,19 @@ class NATGenerator(nn.Module):
                              f"decodes in one pass; refine with the PyTorch checkpoint")
         self.model, self.length_beam, self.length_candidates = model, length_beam, length_candidates
         self.refine_steps, self.refine_keep = refine_steps, refine_keep
-        self.remove_repeats = remove_repeats or bool(getattr(model, "ctc_upsample", 0))
+        self.ctc_upsample, self.ctc_slot_step = getattr(model, "ctc_upsample", 0), ctc_slot_step
+        self.remove_repeats = remove_repeats or bool(self.ctc_upsample)
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.reranker = load_reranker(reranker, pad_id) if reranker else None
 
     def candidate_lengths(self, length_logits: torch.Tensor, src_lengths: torch.Tensor
                           ) -> torch.Tensor:
-        """(B,k) candidate target lengths (eos included)."""
+        """(B,k) candidate target lengths (eos included), or a CTC model's slot counts."""
+        if self.ctc_upsample:
+            offsets = torch.arange(self.length_beam, device=src_lengths.device) \
+                - (self.length_beam - 1) / 2
+            slots = src_lengths[:, None] * self.ctc_upsample * (1 + self.ctc_slot_step * offsets)
+            return slots.round().long().clamp(1, self.ctc_upsample * self.model.max_length)
         k = min(self.length_beam, length_logits.size(-1))
         if self.length_candidates == "topk":
             classes = length_logits.topk(k, dim=-1).indices
@@ -80,14 +87,14 @@ class NATGenerator(nn.Module):
                                                lengths, tokens, token_scores)
         tokens = tokens.masked_fill(target_padding, self.pad_id)
         scores = token_scores.masked_fill(target_padding, 0.0).sum(-1) / lengths
+        if self.remove_repeats:  # before reranking: the teacher scores the final outputs
+            tokens = collapse_repeats(tokens, self.pad_id)
         if self.reranker is not None and k > 1:
             scores = self.reranker(src, tokens, self.bos_id, self.eos_id)
         best = scores.view(batch, k).argmax(-1)
         chosen = torch.arange(batch, device=src.device) * k + best
         tokens, scores = tokens[chosen], scores[chosen]
         tokens = tokens.masked_fill(tokens.eq(self.eos_id), self.pad_id)
-        if self.remove_repeats:
-            tokens = collapse_repeats(tokens, self.pad_id)
         return left_align(tokens, self.pad_id), scores
 
     def refine(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,

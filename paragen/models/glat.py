@@ -80,8 +80,7 @@ class GLAT(nn.Module):
         return target_lengths.clamp(0, self.max_length)
 
     def class_to_length(self, classes: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
-        if self.ctc_upsample:
-            return (src_lengths.unsqueeze(-1) * self.ctc_upsample).expand_as(classes)
+        """Length classes → target lengths (a CTC model's slot counts: `NATGenerator`)."""
         lengths = classes - self.max_length_offset + src_lengths.unsqueeze(-1) \
             if self.length_prediction == "offset" else classes
         return lengths.clamp(1, self.max_length)  # at least one slot (for eos)
