@@ -248,7 +248,8 @@ class FixedDecoder(nn.Module):
         self.logits = torch.tensor(probs).log()
 
     def forward(self, tokens, memory, memory_padding, cache=None):
-        return self.logits.expand(tokens.size(0), tokens.size(1), -1)
+        # A fresh tensor, as a real decoder returns: searches mask their step logits in place.
+        return self.logits.expand(tokens.size(0), tokens.size(1), -1).clone()
 
     def init_cache(self):
         return []

@@ -41,7 +41,16 @@ def decoder_max_positions(decoder: nn.Module) -> Optional[int]:
 
 
 class Search(nn.Module):
-    """Holds the length settings and applies the length/eos/pad rules to step log-probs."""
+    """Holds the length settings and applies the length/eos/pad rules to step log-probs.
+
+    Finished sentences leave the batch (their rows are dropped from the memory and the cache)
+    once they are `COMPACT_SHARE` of its rows, so a long sentence does not make the finished
+    ones keep costing compute. Dropping them at every step would copy every cached tensor at
+    almost every step of a batch, which costs more than decoding a few finished rows for
+    nothing; until then their outputs are ignored.
+    """
+
+    COMPACT_SHARE = 0.25
 
     def __init__(self, maxlen_a: float = 1.2, maxlen_b: int = 10, min_len: int = 0):
         super().__init__()
@@ -90,14 +99,10 @@ def step_log_probs(decoder: nn.Module, last: torch.Tensor, memory: torch.Tensor,
 
 
 class IncrementalSearch(Search):
-    """One hypothesis per sentence, extended by `choose` each step: greedy and sampling.
-
-    Sentences that emit eos leave the batch at once (their rows are dropped from the memory
-    and the cache), so a long sentence does not make the finished ones keep costing compute.
-    """
+    """One hypothesis per sentence, extended by `choose` each step: greedy and sampling."""
 
     def choose(self, lprobs: torch.Tensor) -> torch.Tensor:
-        """(N,) next tokens from constrained (N,V) log-probs."""
+        """(N,) next tokens from constrained (N,V) log-probs (-inf where banned)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -110,7 +115,8 @@ class IncrementalSearch(Search):
         out = torch.full((bsz, num_steps), pad_id, dtype=torch.long, device=device)
         out_scores = torch.zeros(bsz, device=device)
 
-        rows = torch.arange(bsz, device=device)  # original sentence index of each live row
+        rows = torch.arange(bsz, device=device)  # original sentence index of each row
+        live = torch.ones(bsz, dtype=torch.bool, device=device)  # row not finished yet
         tokens = torch.empty(bsz, 0, dtype=torch.long, device=device)
         scores = torch.zeros(bsz, device=device)
         last = torch.full((bsz,), bos_id, dtype=torch.long, device=device)
@@ -121,19 +127,22 @@ class IncrementalSearch(Search):
             self.constrain_(lprobs, step, max_len, min_max_len, eos_id, pad_id)
             last = self.choose(lprobs)
             scores += lprobs.gather(1, last[:, None]).squeeze(1)
-            ended = last.eq(eos_id)
+            ended = last.eq(eos_id) & live
             if bool(ended.any()):
                 done = rows[ended]
                 out[done, :step] = tokens[ended]
                 out_scores[done] = scores[ended]
-                keep = (~ended).nonzero().squeeze(1)
-                if keep.numel() == 0:
+                live &= ~ended
+                num_live = int(live.sum())
+                if num_live == 0:
                     break
-                rows, tokens, scores, last, max_len, memory, memory_padding = (
-                    t.index_select(0, keep)
-                    for t in (rows, tokens, scores, last, max_len, memory, memory_padding))
-                select_rows(cache, keep)
-                min_max_len = int(max_len.min())
+                if num_live <= (1 - self.COMPACT_SHARE) * live.numel():
+                    keep = live.nonzero().squeeze(1)
+                    rows, live, tokens, scores, last, max_len, memory, memory_padding = (
+                        t.index_select(0, keep) for t in
+                        (rows, live, tokens, scores, last, max_len, memory, memory_padding))
+                    select_rows(cache, keep)
+                    min_max_len = int(max_len.min())
             tokens = torch.cat([tokens, last[:, None]], dim=1)
         return out[:, :int(out.ne(pad_id).sum(1).max())], out_scores
 

@@ -8,7 +8,9 @@ Per step and sentence, the 2K best (beam, token) extensions are ranked by summed
 Finished hypotheses live in a fixed (B, K) buffer kept sorted by score; new ones are merged in
 with one `topk`, so no Python loop over sentences or hypotheses is needed. (fairseq keeps the
 first K to finish; when a step overfills the buffer we keep the K best, never a worse result.)
-Sentences that are done leave the batch: their rows are dropped from the memory and the cache.
+Sentences that are done leave the batch (their rows are dropped from the memory and the
+cache) once they are a quarter of it, as in `IncrementalSearch`; until then their finished
+buffer is frozen and their rows are decoded for nothing.
 
 Stopping rule (fairseq's): a sentence is done as soon as it holds K finished hypotheses, or it
 has no live beam left (every extension was eos: always the case at its length limit, where eos
@@ -54,7 +56,8 @@ class BeamSearch(Search):
         memory_padding = memory_padding.repeat_interleave(k, dim=0)
         row_max_len = max_len.repeat_interleave(k)
         min_max_len = int(max_len.min())
-        rows = torch.arange(bsz, device=device)  # original index of each live sentence
+        rows = torch.arange(bsz, device=device)  # original index of each sentence
+        live = torch.ones(bsz, dtype=torch.bool, device=device)  # sentence not done yet
         # All K beams start as the same empty prefix; only beam 0 may be extended on step 0.
         scores = torch.full((bsz, k), -torch.inf, device=device)
         scores[:, 0] = 0.0
@@ -68,14 +71,18 @@ class BeamSearch(Search):
         for step in range(num_steps):
             lprobs = step_log_probs(decoder, last, memory, memory_padding, cache)
             self.constrain_(lprobs, step, row_max_len, min_max_len, eos_id, pad_id)
-            n, vocab = scores.size(0), lprobs.size(1)
-            # In place: at B*K x V floats per step, a fresh buffer costs as much as the add.
-            cand = lprobs.view(n, k, vocab).add_(scores.unsqueeze(2)).view(n, k * vocab)
-            top_scores, top_idx = cand.topk(2 * k, dim=1)
-            top_beam, top_tok = top_idx.div(vocab, rounding_mode="floor"), top_idx.remainder(vocab)
+            # A sentence's 2K best extensions are among the 2K best tokens of each of its K
+            # beams: ranking those K × 2K costs one pass over the (N,V) log-probs, where adding
+            # the beam scores to all of them and ranking K × V took two more.
+            n, width = scores.size(0), min(2 * k, lprobs.size(1))
+            beam_lprobs, beam_tok = lprobs.topk(width, dim=1)
+            cand = beam_lprobs.view(n, k, width) + scores.unsqueeze(2)
+            top_scores, top_idx = cand.view(n, k * width).topk(2 * k, dim=1)
+            top_beam = top_idx.div(width, rounding_mode="floor")
+            top_tok = beam_tok.view(n, k * width).gather(1, top_idx)
             is_eos = top_tok.eq(eos_id)
 
-            new_fin = is_eos[:, :k] & top_scores[:, :k].isfinite()
+            new_fin = is_eos[:, :k] & top_scores[:, :k].isfinite() & live[:, None]
             if bool(new_fin.any()):
                 norm = top_scores[:, :k] / float(step + 1) ** self.lenpen
                 cand_tokens = torch.full_like(fin_tokens, pad_id)
@@ -92,16 +99,21 @@ class BeamSearch(Search):
             last = top_tok.gather(1, alive).view(-1)
             order = (top_beam.gather(1, alive) + torch.arange(n, device=device)[:, None] * k)
 
-            done = fin_scores[:, -1].isfinite() | ~scores[:, 0].isfinite()
+            done = (fin_scores[:, -1].isfinite() | ~scores[:, 0].isfinite()) & live
+            compact = False
             if bool(done.any()):
                 finished = rows[done]
                 out[finished], out_scores[finished] = fin_tokens[done, 0], fin_scores[done, 0]
-                keep = (~done).nonzero().squeeze(1)
-                if keep.numel() == 0:
+                live &= ~done
+                num_live = int(live.sum())
+                if num_live == 0:
                     break
-                rows, scores, fin_scores, fin_tokens, max_len = (
+                compact = num_live <= (1 - self.COMPACT_SHARE) * live.numel()
+            if compact:
+                keep = live.nonzero().squeeze(1)
+                rows, live, scores, fin_scores, fin_tokens, max_len = (
                     t.index_select(0, keep)
-                    for t in (rows, scores, fin_scores, fin_tokens, max_len))
+                    for t in (rows, live, scores, fin_scores, fin_tokens, max_len))
                 order = order.index_select(0, keep).view(-1)
                 last = last.view(n, k).index_select(0, keep).view(-1)
                 # `order` now also drops the finished sentences' rows, so it applies to every
