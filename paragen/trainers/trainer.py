@@ -120,8 +120,11 @@ class Trainer:
         if resuming:
             self._restore(task, last)
         self.metrics_log = _open_log(os.path.join(self.save_dir, "metrics.jsonl"))
-        previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) \
-            if self.env.is_main else None
+        # SIGINT too: a process started in the background by a non-interactive shell inherits
+        # SIGINT as ignored, and Python then never raises KeyboardInterrupt for it.
+        previous_handlers = {sig: signal.signal(sig, _raise_keyboard_interrupt)
+                             for sig in (signal.SIGINT, signal.SIGTERM)} \
+            if self.env.is_main else {}
         try:
             return self._train_loop(task)
         except KeyboardInterrupt:
@@ -131,8 +134,8 @@ class Trainer:
             raise TrainingInterrupted(f"training interrupted at step {self.step}; "
                                       f"checkpoint saved to {last}") from None
         finally:
-            if previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, previous_sigterm)
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
             self.metrics_log.close()
 
     def _train_loop(self, task) -> Dict[str, Any]:
