@@ -72,7 +72,8 @@ def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """Attention of one query per row (a cached decoding step) as two batched products.
 
     SDPA's fused CPU kernel is tiled for long query blocks; with a single query it ran
-    1.6–1.9× slower than this on our decoding shapes (1,000 rows, 4 heads, 8–20 keys).
+    1.45–2.2× slower than this on our decoding shapes (1,000 rows, 4 heads, 8–20 keys;
+    `benchmarks/single_query_attention.py`).
     """
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.size(-1) ** -0.5)
     if attn_mask is not None:
