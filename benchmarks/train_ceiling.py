@@ -1,7 +1,7 @@
 """How many target tokens/s can a training config reach on this CPU at all?
 
     python benchmarks/train_ceiling.py --config examples/multi30k/transformer.yaml \
-        --output benchmarks/results/train_ceiling_ar.json
+        --output benchmarks/results/train_ceiling_transformer.json
 
 Counts the floating-point operations of real training updates (forward + backward, with
 `torch.utils.flop_counter`, on the config's own batches), measures this machine's fp32

@@ -9,8 +9,8 @@ Finished hypotheses live in a fixed (B, K) buffer kept sorted by score; new ones
 with one `topk`, so no Python loop over sentences or hypotheses is needed. (fairseq keeps the
 first K to finish; when a step overfills the buffer we keep the K best, never a worse result.)
 Sentences that are done leave the batch (their rows are dropped from the memory and the
-cache) once they are a quarter of it, as in `IncrementalSearch`; until then their finished
-buffer is frozen and their rows are decoded for nothing.
+cache) once they are `Search.COMPACT_SHARE` of it; until then their finished buffer is
+frozen and their rows are decoded for nothing.
 
 Stopping rule (fairseq's): a sentence is done as soon as it holds K finished hypotheses, or it
 has no live beam left (every extension was eos: always the case at its length limit, where eos
