@@ -116,12 +116,11 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
         return value
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for option in typing.get_args(hint):
             try:
                 return coerce(value, option, path)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                pass
         raise ConfigError(f"{path}: expected {_type_name(hint)}, got {value!r}")
     if origin is typing.Literal:
         if value in typing.get_args(hint):
@@ -167,6 +166,14 @@ def _allows_none(hint: Any) -> bool:
 
 
 def _type_name(hint: Any) -> str:
+    """`int`, `int or 'auto'`, `list[int]`: how a config key's expected type reads in an error."""
+    if hint is type(None):
+        return "null"
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(hint))
+    if origin is typing.Literal:
+        return " or ".join(repr(option) for option in typing.get_args(hint))
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 

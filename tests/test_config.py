@@ -106,3 +106,10 @@ def test_plugin_registration_and_name_clash():
         @register_metric(name="PluginMetricForTest")
         class Other:
             pass
+
+
+def test_union_and_literal_types_read_plainly_in_errors():
+    with pytest.raises(ConfigError, match=r"task\.trainer\.lr_scheduler\.total_steps: expected "
+                                          r"int or 'auto', got 'budget'"):
+        build("lr_scheduler", {"class": "Polynomial", "total_steps": "budget"},
+              "task.trainer.lr_scheduler")

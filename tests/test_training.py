@@ -8,6 +8,7 @@ from helpers import tiny_config, write_pairs
 from paragen.commands.train import build_task
 from paragen.criteria.cross_entropy import label_smoothed_nll
 from paragen.lr_schedulers import Cosine, InverseSquareRoot, Polynomial
+from paragen.trainers import Trainer
 from paragen.trainers.checkpoint import average_states, load_checkpoint, save_checkpoint
 
 
@@ -57,6 +58,30 @@ def test_schedules_warm_up_then_decay():
     assert poly.lr(60, 1.0) == pytest.approx(0.5) and poly.lr(200, 1.0) == 0.0
     cos = Cosine(total_steps=110, warmup_steps=10)
     assert cos.lr(60, 1.0) == pytest.approx(0.5) and cos.lr(110, 1.0) == pytest.approx(0.0)
+
+
+def test_auto_horizon_follows_the_trainers_plan():
+    """`total_steps: auto` decays over the trainer's planned updates; under a time budget the
+    plan is the updates the time left allows at the pace so far."""
+    poly = Polynomial(total_steps="auto", warmup_steps=10)
+    assert poly.lr(60, 1.0, planned_steps=110) == pytest.approx(0.5)
+    assert poly.lr(60, 1.0, planned_steps=210) == pytest.approx(0.75)
+    assert poly.lr(11, 1.0, planned_steps=None) == 1.0  # no pace measured yet: peak
+    trainer = Trainer(max_minutes=1.0, env=None)
+    assert trainer._planned_steps() is None
+    trainer.step, trainer.wall_seconds = 10, 6.0  # 0.6 s per update, 54 s left → 90 more
+    assert trainer._planned_steps() == 100
+    trainer.total_steps = 50  # a step limit that comes first wins
+    assert trainer._planned_steps() == 50
+
+
+def test_auto_horizon_decays_to_zero_at_max_steps(tmp_path, small_corpus):
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "run", max_steps=30, validate_interval=0)
+    config["task"]["trainer"]["lr_scheduler"] = {"class": "Polynomial", "total_steps": "auto",
+                                                 "warmup_steps": 5}
+    task, _ = _train(config)
+    assert task.trainer.lr == pytest.approx(0.0)
 
 
 def test_overfits_a_small_corpus_and_decodes_it(small_corpus, tmp_path):

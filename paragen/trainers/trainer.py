@@ -59,6 +59,7 @@ class Trainer:
         self.rank_local, self._spare_batch = False, None
         self.train_seconds = 0.0  # inside optimizer updates only: the tokens/s denominator
         self.wall_seconds = 0.0  # everything, validation included: what max_minutes limits
+        self.total_steps: Optional[int] = None  # from max_steps or max_epochs, set by train()
 
     # ---------------------------------------------------------------- setup and state
     def _build_optimization(self, model: torch.nn.Module) -> None:
@@ -117,6 +118,10 @@ class Trainer:
         per_epoch = -(-epoch_batches // self.update_freq) if epoch_batches else None
         self.total_steps = self.max_steps or (self.max_epochs * per_epoch
                                               if self.max_epochs and per_epoch else None)
+        if getattr(self.scheduler, "needs_plan", False) and not (self.total_steps
+                                                                 or self.max_minutes):
+            raise ParagenError("task.trainer.lr_scheduler.total_steps: auto needs max_steps, "
+                               "max_minutes, or max_epochs over a corpus of known length")
         if resuming:
             self._restore(task, last)
         self.metrics_log = _open_log(os.path.join(self.save_dir, "metrics.jsonl"))
@@ -185,6 +190,16 @@ class Trainer:
                     or (self.max_minutes and self.wall_seconds >= 60 * self.max_minutes)
                     or (self.patience and self.bad_validations >= self.patience))
 
+    def _planned_steps(self) -> Optional[int]:
+        """How many updates this run will make (for `total_steps: auto` schedules): the step or
+        epoch limit, or under max_minutes the updates the time left allows at the pace so far
+        (validation included), whichever comes first; None before a time budget's first update."""
+        plans = [self.total_steps] if self.total_steps else []
+        if self.max_minutes and self.step and self.wall_seconds:
+            seconds_left = 60 * self.max_minutes - self.wall_seconds
+            plans.append(self.step + int(seconds_left * self.step / self.wall_seconds))
+        return min(plans) if plans else None
+
     def _update(self, task, micro_batches: List[Dict[str, Any]]) -> Dict[str, float]:
         """One optimizer step over `micro_batches`, each weighted by its share of the tokens,
         so accumulating N batches equals one batch N times as large.
@@ -225,7 +240,7 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         if self.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(task.model.parameters(), self.clip_norm)
-        self.lr = self.scheduler.apply(self.optimizer, self.step + 1)
+        self.lr = self.scheduler.apply(self.optimizer, self.step + 1, self._planned_steps())
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
