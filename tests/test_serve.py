@@ -1,5 +1,4 @@
 """HTTP serving: the API contract, bad requests, failures, and dynamic batching under load."""
-import json
 import socket
 import threading
 import time
