@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,20 @@ def paragen(*args: str) -> str:
     result = subprocess.run([sys.executable, "-m", "paragen.cli", *args], check=True,
                             stdout=subprocess.PIPE, text=True)
     return result.stdout
+
+
+def train(command: list) -> None:
+    """Run the trainer as a child process that stops with this script: a SIGTERM here is
+    passed on (the trainer saves last.pt and exits), so `kill` on the benchmark never leaves
+    a training run behind, competing for the cores with the next one."""
+    child = subprocess.Popen(command)
+    signal.signal(signal.SIGTERM, lambda signum, frame: child.terminate())
+    try:
+        returncode = child.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the trainer too: let it save and stop
+        returncode = child.wait()
+    if returncode:
+        raise subprocess.CalledProcessError(returncode, command)
 
 
 def bleu(model: str, *options: str) -> dict:
@@ -85,11 +100,9 @@ def main() -> None:
 
         wall = load_checkpoint(f"{args.save_dir}/last.pt")["trainer"]["wall_seconds"]
     else:
-        subprocess.run([sys.executable, "-m", "paragen.cli", "train", "--config", args.config,
-                        f"task.trainer.max_minutes={args.minutes}",
-                        f"task.trainer.save_dir={args.save_dir}", "env.no_progress_bar=true",
-                        *args.overrides],
-                       check=True)
+        train([sys.executable, "-m", "paragen.cli", "train", "--config", args.config,
+               f"task.trainer.max_minutes={args.minutes}", f"task.trainer.save_dir={args.save_dir}",
+               "env.no_progress_bar=true", *args.overrides])
         wall = time.time() - started
     records = [json.loads(line) for line in open(f"{args.save_dir}/metrics.jsonl")]
     windows = [r for r in records if "tokens_per_s" in r]

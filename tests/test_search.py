@@ -33,31 +33,15 @@ def make_model(vocab: int, seed: int, max_positions: int = 1024) -> Seq2Seq:
     return model
 
 
-class BiasedProjection(nn.Module):
-    def __init__(self, projection: nn.Linear, bias: torch.Tensor):
-        super().__init__()
-        self.projection, self.bias, self.out_features = projection, bias, projection.out_features
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.projection(hidden) + self.bias
-
-
 class BiasedDecoder(nn.Module):
-    """Adds a fixed per-token bias to a decoder's logits: controls how soon eos wins.
+    """Adds a fixed per-token bias to a decoder's logits: controls how soon eos wins."""
 
-    It offers hidden states and an `output_projection`, as our decoder does, so the searches
-    take their row-chunked output-layer path; `hidden_states=False` hides them, as an exported
-    step graph does (full logits only)."""
-
-    def __init__(self, decoder: TransformerDecoder, bias: torch.Tensor, hidden_states: bool = True):
+    def __init__(self, decoder: TransformerDecoder, bias: torch.Tensor):
         super().__init__()
         self.decoder, self.bias = decoder, bias
-        if hidden_states:
-            self.output_projection = BiasedProjection(decoder.output_projection, bias)
 
-    def forward(self, tokens, memory, memory_padding, cache=None, return_hidden=False):
-        hidden = self.decoder(tokens, memory, memory_padding, cache=cache, return_hidden=True)
-        return hidden if return_hidden else self.decoder.output_projection(hidden) + self.bias
+    def forward(self, tokens, memory, memory_padding, cache=None):
+        return self.decoder(tokens, memory, memory_padding, cache=cache) + self.bias
 
     @property
     def embed(self) -> nn.Module:  # the position table that bounds the output length
@@ -69,11 +53,10 @@ class BiasedDecoder(nn.Module):
     reorder_cache = staticmethod(TransformerDecoder.reorder_cache)
 
 
-def eos_biased(model: Seq2Seq, vocab: int, eos_bias: float, hidden_states: bool = True
-               ) -> BiasedDecoder:
+def eos_biased(model: Seq2Seq, vocab: int, eos_bias: float) -> BiasedDecoder:
     bias = torch.zeros(vocab)
     bias[EOS] = eos_bias
-    return BiasedDecoder(model.decoder, bias, hidden_states)
+    return BiasedDecoder(model.decoder, bias)
 
 
 def random_batch(vocab: int, lengths: List[int], seed: int) -> torch.Tensor:
@@ -188,18 +171,15 @@ def test_large_beam_equals_exhaustive_search(seed: int, lenpen: float, min_len: 
                          ids=["greedy", "beam4", "beam3-minlen"])
 @pytest.mark.parametrize("compact_share", [0.0, 0.25, 1.0],
                          ids=["drop-at-once", "drop-by-quarters", "never-drop"])
-@pytest.mark.parametrize("output_layer", ["chunks-of-5", "one-chunk", "full-logits"])
-def test_batch_equals_single_sentences(search, compact_share: float, output_layer: str):
+def test_batch_equals_single_sentences(search, compact_share: float):
     # Finished rows may stay in the batch (decoded for nothing) until enough have finished;
-    # when they leave must not change anyone's output. Nor may how the output layer's rows
-    # are chunked, or whether the decoder offers hidden states at all (an exported graph).
+    # when they leave must not change anyone's output.
     search.COMPACT_SHARE = compact_share
-    search.ROWS_PER_CHUNK = 5 if output_layer == "chunks-of-5" else 128
     vocab, model = 30, make_model(30, seed=4)
     lengths = [8, 2, 5, 11, 1, 6, 3]
     src = random_batch(vocab, lengths, seed=5)
     memory, padding = model.encoder(src)
-    decoder = eos_biased(model, vocab, 2.0, hidden_states=output_layer != "full-logits")
+    decoder = eos_biased(model, vocab, 2.0)
     tokens, scores = search(decoder, memory, padding, **IDS)
     rows = strip(tokens)
     limits = search.max_lengths(decoder, src.eq(PAD)).tolist()
@@ -210,20 +190,6 @@ def test_batch_equals_single_sentences(search, compact_share: float, output_laye
         one_tokens, one_score = search(decoder, one_memory, one_padding, **IDS)
         assert strip(one_tokens)[0] == rows[i]
         assert abs(float(one_score) - float(scores[i])) < 1e-4
-
-
-@torch.no_grad()
-@pytest.mark.parametrize("search", [GreedySearch(), BeamSearch(beam_size=4, lenpen=0.6)],
-                         ids=["greedy", "beam4"])
-def test_chunked_output_layer_equals_full_logits(search):
-    vocab, model = 30, make_model(30, seed=6)
-    src = random_batch(vocab, [7, 3, 9, 5, 2, 8], seed=7)
-    memory, padding = model.encoder(src)
-    search.ROWS_PER_CHUNK = 4
-    chunked = search(eos_biased(model, vocab, 1.0), memory, padding, **IDS)
-    full = search(eos_biased(model, vocab, 1.0, hidden_states=False), memory, padding, **IDS)
-    assert strip(chunked[0]) == strip(full[0])
-    torch.testing.assert_close(chunked[1], full[1])
 
 
 SEARCHES = {"greedy": lambda **kw: GreedySearch(**kw),

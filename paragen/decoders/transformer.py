@@ -43,10 +43,10 @@ class TransformerDecoder(nn.Module):
                 ) -> torch.Tensor:
         """Logits (B,T,V) for target-side `tokens` (B,T).
 
-        With `cache` (one `LayerCache` per layer, see `init_cache`) only the new positions are
-        given: `tokens` holds the last step, positions continue from the cached length.
+        With `cache` (one dict per layer, see `init_cache`) only the new positions are given:
+        `tokens` holds the last step, positions continue from the cached length.
         """
-        offset = cache[0].length if cache is not None else 0
+        offset = cache[0]["k"].size(2) if cache is not None and "k" in cache[0] else 0
         x = self.embed(tokens, offset)
         return self.forward_embedded(x, memory, memory_padding, cache=cache,
                                      return_hidden=return_hidden)
@@ -72,10 +72,12 @@ class TransformerDecoder(nn.Module):
         return x if return_hidden else self.output_projection(x)
 
     def init_cache(self) -> List[LayerCache]:
-        return [LayerCache() for _ in self.layers]
+        return [{} for _ in self.layers]
 
     @staticmethod
     def reorder_cache(cache: List[LayerCache], order: torch.Tensor) -> None:
         """Select rows of the self-attention cache (beam search reorders hypotheses)."""
         for layer_cache in cache:
-            layer_cache.reorder(order)
+            for key in ("k", "v"):
+                if key in layer_cache:
+                    layer_cache[key] = layer_cache[key].index_select(0, order)

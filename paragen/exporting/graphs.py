@@ -22,8 +22,6 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from paragen.modules.layers import LayerCache
-
 
 class AREncoderGraph(nn.Module):
     def __init__(self, model: nn.Module):
@@ -52,11 +50,11 @@ class ARStepGraph(nn.Module):
         embed = self.decoder.embed
         position = embed.positions.weight.narrow(0, past_kv.size(4), 1)
         x = embed.tokens(token) * embed.scale + position
-        cache = [LayerCache(past_kv[:, i, 0], past_kv[:, i, 1], memory_kv[:, i, 0],
-                            memory_kv[:, i, 1]) for i in range(past_kv.size(1))]
+        cache = [{"k": past_kv[:, i, 0], "v": past_kv[:, i, 1], "mem_k": memory_kv[:, i, 0],
+                  "mem_v": memory_kv[:, i, 1]} for i in range(past_kv.size(1))]
         logits = self.decoder.forward_embedded(x, None, memory_padding, cache=cache,
                                                single_step=True)[:, -1]
-        grown = torch.stack([torch.stack([c.k, c.v], dim=1) for c in cache], dim=1)
+        grown = torch.stack([torch.stack([c["k"], c["v"]], dim=1) for c in cache], dim=1)
         return logits, grown
 
 

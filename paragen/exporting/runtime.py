@@ -77,40 +77,31 @@ class GraphRunner:
         return tuple(torch.from_numpy(out) for out in session.run(None, feed))
 
 
-class PackedCache:
-    """The step graph's whole self-attention cache, one batch-first tensor
-    (B, layers, 2, heads, T, head_dim), behind the interface the searches use."""
-
-    def __init__(self):
-        self.past: Optional[torch.Tensor] = None
-
-    def reorder(self, order: torch.Tensor) -> None:
-        if self.past is not None:
-            self.past = self.past.index_select(0, order)
-
-    select = reorder  # the source's keys and values are the memory the search holds
-
-
 class ExportedStepDecoder:
-    """The AR step graph behind the decoder interface the searches use."""
+    """The AR step graph behind the decoder interface the searches use.
+
+    The whole self-attention cache is one batch-first tensor, kept under the key "k" of a
+    single cache entry, so `select_rows` and `reorder_cache` index it like any other.
+    """
 
     def __init__(self, runner: GraphRunner, max_positions: int, cache_shape: List[int]):
         self.runner, self.max_positions = runner, max_positions
         self.layers, self.heads, self.head_dim = cache_shape
 
-    def init_cache(self) -> List[PackedCache]:
-        return [PackedCache()]
+    def init_cache(self) -> List[dict]:
+        return [{}]
 
     @staticmethod
-    def reorder_cache(cache: List[PackedCache], order: torch.Tensor) -> None:
-        cache[0].reorder(order)
+    def reorder_cache(cache: List[dict], order: torch.Tensor) -> None:
+        if "k" in cache[0]:
+            cache[0]["k"] = cache[0]["k"].index_select(0, order)
 
     def __call__(self, tokens: torch.Tensor, memory_kv: torch.Tensor,
-                 memory_padding: torch.Tensor, cache: List[PackedCache]) -> torch.Tensor:
-        past = cache[0].past
+                 memory_padding: torch.Tensor, cache: List[dict]) -> torch.Tensor:
+        past = cache[0].get("k")
         if past is None:
             past = torch.zeros(tokens.size(0), self.layers, 2, self.heads, 0, self.head_dim)
-        logits, cache[0].past = self.runner("step", tokens[:, -1:], memory_kv, memory_padding,
+        logits, cache[0]["k"] = self.runner("step", tokens[:, -1:], memory_kv, memory_padding,
                                             past)
         return logits[:, None]
 

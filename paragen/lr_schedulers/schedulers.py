@@ -16,7 +16,6 @@ from typing import Literal, Optional, Union
 
 import torch
 
-
 from paragen.registry import register_lr_scheduler
 
 

@@ -6,78 +6,15 @@ fastest kernel for the device (flash / memory-efficient on GPU, a fused C++ path
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-
-class LayerCache:
-    """One decoder layer's incremental-decoding state: the self-attention keys and values of
-    the steps so far (`k`, `v`: (B,H,T,Dh)) and the cross-attention keys and values of the
-    source (`memory_k`, `memory_v`, computed on the first step).
-
-    Keys and values live in one preallocated (2,B,H,capacity,Dh) buffer, and `k`/`v` view its
-    filled prefix: a step writes in place, and beam search's reordering copies the prefix once
-    into a spare buffer, which then becomes the live one. Growing by `torch.cat` and then
-    reordering copied the whole history twice per step and allocated both copies afresh; on
-    batched beam search that was a quarter of the time. A traced graph (`paragen export`),
-    which must stay free of state, passes its past in and grows it with `cat`.
-    """
-
-    def __init__(self, k: Optional[torch.Tensor] = None, v: Optional[torch.Tensor] = None,
-                 memory_k: Optional[torch.Tensor] = None, memory_v: Optional[torch.Tensor] = None):
-        self.k, self.v, self.memory_k, self.memory_v = k, v, memory_k, memory_v
-        self._buffer: Optional[torch.Tensor] = None  # k and v live here when not tracing
-        self._spare: Optional[torch.Tensor] = None
-
-    @property
-    def length(self) -> int:
-        return 0 if self.k is None else self.k.size(2)
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        if torch.jit.is_tracing():
-            self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
-            self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-            return
-        start, end = self.length, self.length + k.size(2)
-        if self._buffer is None or end > self._buffer.size(3):
-            grown = k.new_empty(2, k.size(0), k.size(1), max(16, 2 * end), k.size(3))
-            if start:
-                grown[:, :, :, :start] = self._buffer[:, :, :, :start]
-            self._buffer, self._spare = grown, None
-        self._buffer[0, :, :, start:end] = k
-        self._buffer[1, :, :, start:end] = v
-        self._view(end)
-
-    def reorder(self, order: torch.Tensor) -> None:
-        """Keep rows `order` of the self-attention state (beam search picks hypotheses)."""
-        if self.k is None:
-            return
-        if self._buffer is None:  # a past given from outside (an exported graph's)
-            self.k, self.v = self.k.index_select(0, order), self.v.index_select(0, order)
-            return
-        length, shape = self.length, list(self._buffer.shape)
-        shape[1] = order.numel()
-        if self._spare is None or list(self._spare.shape) != shape:
-            self._spare = self._buffer.new_empty(shape)
-        torch.index_select(self._buffer[:, :, :, :length], 1, order,
-                           out=self._spare[:, :, :, :length])
-        self._buffer, self._spare = self._spare, self._buffer
-        self._view(length)
-
-    def select(self, index: torch.Tensor) -> None:
-        """Keep rows `index` of everything, the source's keys and values too (sentences that
-        finished leave the batch)."""
-        self.reorder(index)
-        if self.memory_k is not None:
-            self.memory_k = self.memory_k.index_select(0, index)
-            self.memory_v = self.memory_v.index_select(0, index)
-
-    def _view(self, length: int) -> None:
-        self.k, self.v = self._buffer[0, :, :, :length], self._buffer[1, :, :, :length]
+# A layer's incremental-decoding state: {"k": (B,H,T,Dh), "v": ...} for self-attention
+# (grows by one step per call) and {"mem_k", "mem_v"} for cross-attention (computed once).
+LayerCache = Dict[str, torch.Tensor]
 
 
 class MultiheadAttention(nn.Module):
@@ -107,17 +44,19 @@ class MultiheadAttention(nn.Module):
             q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
             q, k, v = self._heads(q), self._heads(k), self._heads(v)
             if cache is not None:
-                cache.append(k, v)
-                k, v = cache.k, cache.v
+                if "k" in cache:
+                    k = torch.cat([cache["k"], k], dim=2)
+                    v = torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
         else:
             q = self._heads(self.q_proj(x))
-            if cache is not None and cache.memory_k is not None:
-                k, v = cache.memory_k, cache.memory_v
+            if cache is not None and "mem_k" in cache:
+                k, v = cache["mem_k"], cache["mem_v"]
             else:
                 k, v = (self._heads(t) for t in self.kv_proj(memory).chunk(2, dim=-1))
                 if cache is not None:  # contiguous once, not copied again at every step
                     k, v = k.contiguous(), v.contiguous()
-                    cache.memory_k, cache.memory_v = k, v
+                    cache["mem_k"], cache["mem_v"] = k, v
         if q.size(2) == 1 and q.device.type == "cpu" and not self.training:
             out = single_query_attention(q, k, v, attn_mask)
         else:

@@ -11,12 +11,12 @@ Length rules (identical for all searches, so that beam 1, greedy and top-k 1 agr
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
-Cache = list  # a decoder's `init_cache()`: entries with `reorder(order)` and `select(index)`
+Cache = List[dict]
 
 
 def select_rows(cache: Cache, index: torch.Tensor) -> None:
@@ -24,9 +24,11 @@ def select_rows(cache: Cache, index: torch.Tensor) -> None:
 
     Used when finished sentences leave the batch: unlike `decoder.reorder_cache`, which only
     touches the self-attention K/V, dropping rows must also shrink the cross-attention K/V.
+    Every cache entry is batch-first, so this does not depend on the layer's key names.
     """
     for layer_cache in cache:
-        layer_cache.select(index)
+        for key, value in layer_cache.items():
+            layer_cache[key] = value.index_select(0, index)
 
 
 def decoder_max_positions(decoder: nn.Module) -> Optional[int]:
@@ -49,7 +51,6 @@ class Search(nn.Module):
     """
 
     COMPACT_SHARE = 0.25
-    ROWS_PER_CHUNK = 128  # rows per output-layer chunk (`best_next_tokens`)
 
     def __init__(self, maxlen_a: float = 1.2, maxlen_b: int = 10, min_len: int = 0):
         super().__init__()
@@ -89,36 +90,6 @@ class Search(nn.Module):
             not_eos[eos_id] = False
             lprobs.masked_fill_(forced[:, None] & not_eos, -torch.inf)
 
-    def best_next_tokens(self, decoder: nn.Module, last: torch.Tensor, memory: torch.Tensor,
-                         memory_padding: torch.Tensor, cache: Cache, width: int, step: int,
-                         row_max_len: torch.Tensor, min_max_len: int, eos_id: int, pad_id: int
-                         ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The `width` best next tokens of every row under the length rules: (N,width)
-        log-probs, best first, and token ids.
-
-        A decoder with an `output_projection` (ours) returns hidden states, which go through
-        the output layer `ROWS_PER_CHUNK` rows at a time: each chunk's (rows × V) logits stay
-        in cache through log_softmax, the rules and top-k. In one pass, batched beam search
-        wrote and read back several (N × V) tensors of tens of MB at every step, each allocated
-        afresh. An exported step graph returns the full logits.
-        """
-        projection = getattr(decoder, "output_projection", None)
-        if projection is None:
-            lprobs = step_log_probs(decoder, last, memory, memory_padding, cache)
-            self.constrain_(lprobs, step, row_max_len, min_max_len, eos_id, pad_id)
-            return lprobs.topk(min(width, lprobs.size(1)), dim=1)
-        hidden = decoder(last[:, None], memory, memory_padding, cache=cache,
-                         return_hidden=True)[:, -1]
-        width = min(width, projection.out_features)
-        values = torch.empty(hidden.size(0), width, device=hidden.device)
-        tokens = torch.empty(hidden.size(0), width, dtype=torch.long, device=hidden.device)
-        for start in range(0, hidden.size(0), self.ROWS_PER_CHUNK):
-            rows = slice(start, start + self.ROWS_PER_CHUNK)
-            lprobs = torch.log_softmax(projection(hidden[rows]).float(), dim=-1)
-            self.constrain_(lprobs, step, row_max_len[rows], min_max_len, eos_id, pad_id)
-            torch.topk(lprobs, width, dim=1, out=(values[rows], tokens[rows]))
-        return values, tokens
-
 
 def step_log_probs(decoder: nn.Module, last: torch.Tensor, memory: torch.Tensor,
                    memory_padding: torch.Tensor, cache: Cache) -> torch.Tensor:
@@ -128,18 +99,7 @@ def step_log_probs(decoder: nn.Module, last: torch.Tensor, memory: torch.Tensor,
 
 
 class IncrementalSearch(Search):
-    """One hypothesis per sentence, extended by `next_tokens` each step: greedy and sampling."""
-
-    def next_tokens(self, decoder: nn.Module, last: torch.Tensor, memory: torch.Tensor,
-                    memory_padding: torch.Tensor, cache: Cache, step: int,
-                    row_max_len: torch.Tensor, min_max_len: int, eos_id: int, pad_id: int
-                    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(N,) next tokens and their (N,) log-probs; by default drawn by `choose` from the
-        whole constrained distribution."""
-        lprobs = step_log_probs(decoder, last, memory, memory_padding, cache)
-        self.constrain_(lprobs, step, row_max_len, min_max_len, eos_id, pad_id)
-        tokens = self.choose(lprobs)
-        return tokens, lprobs.gather(1, tokens[:, None]).squeeze(1)
+    """One hypothesis per sentence, extended by `choose` each step: greedy and sampling."""
 
     def choose(self, lprobs: torch.Tensor) -> torch.Tensor:
         """(N,) next tokens from constrained (N,V) log-probs (-inf where banned)."""
@@ -163,9 +123,10 @@ class IncrementalSearch(Search):
         min_max_len = int(max_len.min())
         cache = decoder.init_cache()
         for step in range(num_steps):
-            last, lprob = self.next_tokens(decoder, last, memory, memory_padding, cache, step,
-                                           max_len, min_max_len, eos_id, pad_id)
-            scores += lprob
+            lprobs = step_log_probs(decoder, last, memory, memory_padding, cache)
+            self.constrain_(lprobs, step, max_len, min_max_len, eos_id, pad_id)
+            last = self.choose(lprobs)
+            scores += lprobs.gather(1, last[:, None]).squeeze(1)
             ended = last.eq(eos_id) & live
             if bool(ended.any()):
                 done = rows[ended]

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from paragen.registry import register_search
-from paragen.search.base import Search, select_rows
+from paragen.search.base import Search, select_rows, step_log_probs
 
 
 @register_search
@@ -69,13 +69,13 @@ class BeamSearch(Search):
         cache = decoder.init_cache()
 
         for step in range(num_steps):
+            lprobs = step_log_probs(decoder, last, memory, memory_padding, cache)
+            self.constrain_(lprobs, step, row_max_len, min_max_len, eos_id, pad_id)
             # A sentence's 2K best extensions are among the 2K best tokens of each of its K
             # beams: ranking those K × 2K costs one pass over the (N,V) log-probs, where adding
             # the beam scores to all of them and ranking K × V took two more.
-            beam_lprobs, beam_tok = self.best_next_tokens(
-                decoder, last, memory, memory_padding, cache, 2 * k, step, row_max_len,
-                min_max_len, eos_id, pad_id)
-            n, width = scores.size(0), beam_lprobs.size(1)
+            n, width = scores.size(0), min(2 * k, lprobs.size(1))
+            beam_lprobs, beam_tok = lprobs.topk(width, dim=1)
             cand = beam_lprobs.view(n, k, width) + scores.unsqueeze(2)
             top_scores, top_idx = cand.view(n, k * width).topk(2 * k, dim=1)
             top_beam = top_idx.div(width, rounding_mode="floor")
