@@ -48,7 +48,8 @@ def train(command: list) -> None:
     except KeyboardInterrupt:  # Ctrl-C reached the trainer too: let it save and stop
         returncode = child.wait()
     if returncode:
-        raise subprocess.CalledProcessError(returncode, command)
+        raise SystemExit(f"training stopped with exit status {returncode}; its last.pt is "
+                         f"saved, and the same command resumes it")
 
 
 def bleu(model: str, *options: str) -> dict:
