@@ -52,12 +52,18 @@ class DecayToEnd(LRScheduler):
     def needs_plan(self) -> bool:
         return self.total_steps == "auto"
 
-    def progress(self, step: int, planned_steps: Optional[int]) -> float:
-        """How far past warm-up, 0 → 1."""
+    def lr(self, step: int, peak_lr: float, planned_steps: Optional[int] = None) -> float:
+        if step <= self.warmup_steps:
+            return super().lr(step, peak_lr)
         total = planned_steps if self.needs_plan else self.total_steps
-        if total is None:  # a time budget before its first update: no pace measured yet
-            return 0.0
-        return min(1.0, (step - self.warmup_steps) / max(total - self.warmup_steps, 1))
+        # None: a time budget before its first update, whose pace is not measured yet
+        progress = 0.0 if total is None else \
+            min(1.0, (step - self.warmup_steps) / max(total - self.warmup_steps, 1))
+        return self.at(progress, peak_lr)
+
+    def at(self, progress: float, peak_lr: float) -> float:
+        """The lr `progress` (0 → 1) of the way from the end of warm-up to `total_steps`."""
+        raise NotImplementedError
 
 
 @register_lr_scheduler
@@ -86,11 +92,8 @@ class Polynomial(DecayToEnd):
         super().__init__(total_steps, warmup_steps, warmup_init_lr)
         self.end_lr, self.power = end_lr, power
 
-    def lr(self, step: int, peak_lr: float, planned_steps: Optional[int] = None) -> float:
-        if step <= self.warmup_steps:
-            return super().lr(step, peak_lr)
-        remaining = 1.0 - self.progress(step, planned_steps)
-        return self.end_lr + (peak_lr - self.end_lr) * remaining ** self.power
+    def at(self, progress: float, peak_lr: float) -> float:
+        return self.end_lr + (peak_lr - self.end_lr) * (1.0 - progress) ** self.power
 
 
 @register_lr_scheduler
@@ -102,8 +105,5 @@ class Cosine(DecayToEnd):
         super().__init__(total_steps, warmup_steps, warmup_init_lr)
         self.min_lr = min_lr
 
-    def lr(self, step: int, peak_lr: float, planned_steps: Optional[int] = None) -> float:
-        if step <= self.warmup_steps:
-            return super().lr(step, peak_lr)
-        progress = self.progress(step, planned_steps)
+    def at(self, progress: float, peak_lr: float) -> float:
         return self.min_lr + (peak_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
