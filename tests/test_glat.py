@@ -325,3 +325,28 @@ def test_chunked_output_layer_equals_one_pass():
     full = torch.log_softmax(model.output_logits(hidden), dim=-1)
     assert torch.equal(tokens, full.argmax(-1))
     assert torch.allclose(scores, full.max(-1).values)
+    tokens_only, none = model.best_tokens(hidden, rows_per_chunk=4, with_scores=False)
+    assert none is None and torch.equal(tokens_only, tokens)
+    # padded slots skip the output layer: pad and score 0 there, the same elsewhere
+    padding = torch.arange(7)[None, :] >= torch.tensor([[7], [3], [5]])
+    for with_scores in (True, False):
+        packed, packed_scores = model.best_tokens(hidden, padding, with_scores, rows_per_chunk=4)
+        assert torch.equal(packed[~padding], tokens[~padding])
+        assert bool(packed[padding].eq(PAD).all())
+        if with_scores:
+            assert torch.allclose(packed_scores[~padding], scores[~padding])
+            assert bool(packed_scores[padding].eq(0).all())
+
+
+@pytest.mark.parametrize("ctc_upsample", [0, 2])
+def test_single_pass_without_scores_decodes_the_same_tokens(ctc_upsample):
+    torch.manual_seed(1)
+    model = tiny_glat(ctc_upsample=ctc_upsample)
+    src = torch.randint(4, 20, (6, 9))
+    src[:, -1], src[0, 5:] = EOS, PAD
+    fast = NATGenerator(model=model, bos_id=2, eos_id=EOS, pad_id=PAD)
+    scored = NATGenerator(return_scores=True, model=model, bos_id=2, eos_id=EOS, pad_id=PAD)
+    tokens, none = fast(src)
+    expected, scores = scored(src)
+    assert none is None and scores.shape == (6,) and bool((scores < 0).all())
+    assert torch.equal(tokens, expected)

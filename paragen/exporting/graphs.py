@@ -1,6 +1,6 @@
 """The graphs `paragen export` writes: each is a small nn.Module over a trained model's layers.
 
-Every model becomes two graphs whose shapes depend only on their inputs (never on values
+Every model becomes two or three graphs whose shapes depend only on their inputs (never on values
 computed inside), which is what ONNX and TorchScript handle well:
 
   AR (Seq2Seq)   encoder: src (B,S) → memory_kv (B,L,2,H,S,Dh), memory_padding (B,S)
@@ -9,6 +9,7 @@ computed inside), which is what ONNX and TorchScript handle well:
   NAT (GLAT)     encoder: src (B,S) → memory (B,S,D), memory_padding (B,S), length_logits
                  decoder: src, memory, memory_padding, target_padding (B,T)
                           → tokens (B,T), token log-probs (B,T)
+                 tokens:  the same inputs → tokens (B,T) only (a single pass needs no scores)
 
 The AR encoder graph precomputes every decoder layer's cross-attention keys/values once per
 sentence, so a step costs what it costs in PyTorch with a KV cache. All tensors are batch-first,
@@ -77,6 +78,16 @@ class NATDecoderGraph(nn.Module):
         return self.model.predict_slots(src, memory, memory_padding, target_padding)
 
 
+class NATTokensGraph(NATDecoderGraph):
+    """The decoder graph without the scores, for a single pass: an argmax per slot instead of
+    a log-softmax and a max over the vocabulary (see `GLAT.best_tokens`)."""
+
+    def forward(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+                target_padding: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_slots(src, memory, memory_padding, target_padding,
+                                        with_scores=False)[0]
+
+
 def example_inputs(model: nn.Module, family: str, batch: int = 3, src_len: int = 7,
                    tgt_len: int = 5, pad_id: int = 0) -> dict:
     """Inputs to trace each graph with; sizes ≥ 2 and distinct, so no dimension specializes."""
@@ -86,7 +97,8 @@ def example_inputs(model: nn.Module, family: str, batch: int = 3, src_len: int =
         memory, memory_padding, _ = model.encode(src)
         target_padding = torch.zeros(batch, tgt_len, dtype=torch.bool)
         target_padding[0, -1] = True
-        return {"encoder": (src,), "decoder": (src, memory, memory_padding, target_padding)}
+        decoder_inputs = (src, memory, memory_padding, target_padding)
+        return {"encoder": (src,), "decoder": decoder_inputs, "tokens": decoder_inputs}
     memory_kv, memory_padding = AREncoderGraph(model)(src)
     layers, _, heads, _, head_dim = memory_kv.shape[1:]
     past = torch.randn(batch, layers, 2, heads, tgt_len, head_dim)
@@ -95,15 +107,17 @@ def example_inputs(model: nn.Module, family: str, batch: int = 3, src_len: int =
 
 
 GRAPHS = {"ar": {"encoder": AREncoderGraph, "step": ARStepGraph},
-          "nat": {"encoder": NATEncoderGraph, "decoder": NATDecoderGraph}}
+          "nat": {"encoder": NATEncoderGraph, "decoder": NATDecoderGraph,
+                  "tokens": NATTokensGraph}}
 
 INPUT_NAMES = {"ar": {"encoder": ["src"], "step": ["token", "memory_kv", "memory_padding",
                                                    "past_kv"]},
-               "nat": {"encoder": ["src"], "decoder": ["src", "memory", "memory_padding",
-                                                       "target_padding"]}}
+               "nat": {"encoder": ["src"],
+                       "decoder": ["src", "memory", "memory_padding", "target_padding"],
+                       "tokens": ["src", "memory", "memory_padding", "target_padding"]}}
 OUTPUT_NAMES = {"ar": {"encoder": ["memory_kv", "memory_padding"], "step": ["logits", "next_kv"]},
                 "nat": {"encoder": ["memory", "memory_padding", "length_logits"],
-                        "decoder": ["tokens", "scores"]}}
+                        "decoder": ["tokens", "scores"], "tokens": ["tokens"]}}
 # Which axes of each input vary at run time (batch, source length, target/past length).
 DYNAMIC_AXES = {
     "ar": {"encoder": {"src": {0: "batch", 1: "src_len"}},
@@ -114,3 +128,4 @@ DYNAMIC_AXES = {
             "decoder": {"src": {0: "batch", 1: "src_len"}, "memory": {0: "batch", 1: "src_len"},
                         "memory_padding": {0: "batch", 1: "src_len"},
                         "target_padding": {0: "batch", 1: "tgt_len"}}}}
+DYNAMIC_AXES["nat"]["tokens"] = DYNAMIC_AXES["nat"]["decoder"]

@@ -71,7 +71,8 @@ class GraphRunner:
     def __call__(self, name: str, *inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if self.fmt == "torchscript":
             with torch.inference_mode():
-                return self.graphs[name](*inputs)
+                outputs = self.graphs[name](*inputs)
+            return outputs if isinstance(outputs, tuple) else (outputs,)
         session, input_names = self.graphs[name]
         feed = {key: value.numpy(force=True) for key, value in zip(input_names, inputs)}
         return tuple(torch.from_numpy(out) for out in session.run(None, feed))
@@ -135,5 +136,9 @@ class ExportedModel(nn.Module):
         return self.runner("encoder", src)
 
     def predict_slots(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
-                      target_padding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+                      target_padding: torch.Tensor, with_scores: bool = True
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        # Exports made before the tokens-only graph existed compute the scores regardless.
+        if not with_scores and "tokens" in self.runner.graphs:
+            return self.runner("tokens", src, memory, memory_padding, target_padding)[0], None
         return self.runner("decoder", src, memory, memory_padding, target_padding)

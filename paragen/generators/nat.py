@@ -16,6 +16,11 @@ A CTC model (`ctc_upsample` > 0) has no length classifier: its slot count is ups
 source length, and its output is always collapsed (repeats merged, blanks = the pad id
 dropped). NPD there decodes k slot counts around that one, upsample × source length ×
 (1 + `ctc_slot_step` × offset), offsets centred on 0 (k = 5, step 0.1: ×0.8 … ×1.2).
+
+A single pass (k = 1, no refinement) returns None for the scores unless `return_scores` is
+set: the scores need a log-softmax over the vocabulary at every slot, which costs a single
+pass about a quarter of its output layer, and nothing downstream (generate, evaluate, serve)
+reads them. NPD and refinement rank by the scores, so they always compute them.
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ from paragen.registry import register_generator
 class NATGenerator(nn.Module):
     def __init__(self, length_beam: int = 1, length_candidates: Literal["topk", "window"] = "topk",
                  remove_repeats: bool = False, reranker: Optional[str] = None,
-                 refine_steps: int = 0, refine_keep: float = 0.7, ctc_slot_step: float = 0.1, *,
+                 refine_steps: int = 0, refine_keep: float = 0.7, ctc_slot_step: float = 0.1,
+                 return_scores: bool = False, *,
                  model: nn.Module, bos_id: int, eos_id: int, pad_id: int,
                  config_path: str = "task.generator"):
         super().__init__()
@@ -45,6 +51,7 @@ class NATGenerator(nn.Module):
                              f"decodes in one pass; refine with the PyTorch checkpoint")
         self.model, self.length_beam, self.length_candidates = model, length_beam, length_candidates
         self.refine_steps, self.refine_keep = refine_steps, refine_keep
+        self.return_scores = return_scores
         self.ctc_upsample, self.ctc_slot_step = getattr(model, "ctc_upsample", 0), ctc_slot_step
         self.remove_repeats = remove_repeats or bool(self.ctc_upsample)
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
@@ -68,8 +75,9 @@ class NATGenerator(nn.Module):
         return self.model.class_to_length(classes, src_lengths)
 
     @torch.inference_mode()
-    def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(B,S) source ids → (B,T) output ids padded with pad (eos removed) and (B,) scores."""
+    def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(B,S) source ids → (B,T) output ids padded with pad (eos removed) and (B,) scores
+        (mean token log-probability; None from a single pass without `return_scores`)."""
         model = self.model
         memory, memory_padding, length_logits = model.encode(src)
         src_lengths = src.ne(self.pad_id).sum(-1)
@@ -81,19 +89,23 @@ class NATGenerator(nn.Module):
         target_padding = torch.arange(slots, device=src.device)[None, :] >= lengths[:, None]
         if k > 1:
             src, memory, memory_padding = src[rows], memory[rows], memory_padding[rows]
-        tokens, token_scores = model.predict_slots(src, memory, memory_padding, target_padding)
+        with_scores = k > 1 or self.refine_steps > 0 or self.return_scores
+        tokens, token_scores = model.predict_slots(src, memory, memory_padding, target_padding,
+                                                   with_scores=with_scores)
         for _ in range(self.refine_steps):
             tokens, token_scores = self.refine(src, memory, memory_padding, target_padding,
                                                lengths, tokens, token_scores)
         tokens = tokens.masked_fill(target_padding, self.pad_id)
-        scores = token_scores.masked_fill(target_padding, 0.0).sum(-1) / lengths
         if self.remove_repeats:  # before reranking: the teacher scores the final outputs
             tokens = collapse_repeats(tokens, self.pad_id)
-        if self.reranker is not None and k > 1:
-            scores = self.reranker(src, tokens, self.bos_id, self.eos_id)
-        best = scores.view(batch, k).argmax(-1)
-        chosen = torch.arange(batch, device=src.device) * k + best
-        tokens, scores = tokens[chosen], scores[chosen]
+        scores = None
+        if with_scores:
+            scores = token_scores.masked_fill(target_padding, 0.0).sum(-1) / lengths
+            if self.reranker is not None and k > 1:
+                scores = self.reranker(src, tokens, self.bos_id, self.eos_id)
+            best = scores.view(batch, k).argmax(-1)
+            chosen = torch.arange(batch, device=src.device) * k + best
+            tokens, scores = tokens[chosen], scores[chosen]
         tokens = tokens.masked_fill(tokens.eq(self.eos_id), self.pad_id)
         return left_align(tokens, self.pad_id), scores
 
