@@ -255,6 +255,20 @@ def test_ctc_glat_lengths_and_criterion_guard():
         GlancingCrossEntropy(pad_id=PAD)(model, batch)
 
 
+def test_fractional_ctc_upsample_gives_training_and_decoding_the_same_slots():
+    model = tiny_glat(ctc_upsample=1.5)
+    src = torch.tensor([[5, 6, 7, 8, EOS], [8, 9, EOS, PAD, PAD], [9, EOS, PAD, PAD, PAD]])
+    src_lengths = src.ne(PAD).sum(-1)  # 5, 3, 2 → 7.5, 4.5, 3 slots, rounded half to even
+    decoding = NATGenerator(model=model, bos_id=2, eos_id=EOS, pad_id=PAD)
+    slots = decoding.candidate_lengths(model.encode(src)[2], src_lengths)
+    assert slots.squeeze(1).tolist() == [8, 4, 3]
+    out = model.train()(src, torch.tensor([[9, 10, EOS], [11, EOS, PAD], [12, EOS, PAD]]),
+                        glance_ratio=0.5)
+    assert (~out["slot_padding"]).sum(-1).tolist() == [8, 4, 3]
+    tokens, _ = decoding.eval()(src)
+    assert tokens.shape[0] == 3
+
+
 def test_refinement_keeps_the_most_confident_slots_and_repredicts_the_rest():
     torch.manual_seed(0)
     model = tiny_glat()

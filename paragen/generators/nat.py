@@ -64,7 +64,7 @@ class NATGenerator(nn.Module):
             offsets = torch.arange(self.length_beam, device=src_lengths.device) \
                 - (self.length_beam - 1) / 2
             slots = src_lengths[:, None] * self.ctc_upsample * (1 + self.ctc_slot_step * offsets)
-            return slots.round().long().clamp(1, self.ctc_upsample * self.model.max_length)
+            return slots.round().long().clamp(1, int(self.ctc_upsample * self.model.max_length))
         k = min(self.length_beam, length_logits.size(-1))
         if self.length_candidates == "topk":
             classes = length_logits.topk(k, dim=-1).indices

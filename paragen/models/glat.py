@@ -9,7 +9,8 @@ pass predicts the whole target; some reference tokens, as many as ratio × the n
 mistakes, are then shown ("glanced") in the decoder input and the second pass learns the rest.
 Inference is one parallel pass (see `paragen.generators.nat`).
 
-With `ctc_upsample: k` the decoder gets k × source-length slots instead of a predicted length,
+With `ctc_upsample: k` the decoder gets round(k × source length) slots (k = 2, or a fraction
+such as 1.5 for fewer slots) instead of a predicted length,
 and is trained with CTC (blank = the pad id, which no reference contains); glancing then uses
 the model's best CTC alignment of the reference (`paragen.models.ctc`, `GlancingCTC` loss).
 """
@@ -31,7 +32,7 @@ class GLAT(nn.Module):
                  share_embedding: Literal["all", "decoder", "none"] = "all",
                  decoder_input: Literal["uniform_copy", "unk"] = "uniform_copy",
                  length_prediction: Literal["offset", "absolute"] = "offset",
-                 max_length_offset: int = 32, max_length: int = 256, ctc_upsample: int = 0,
+                 max_length_offset: int = 32, max_length: int = 256, ctc_upsample: float = 0.0,
                  path: Optional[str] = None, *, src_vocab_size: int, tgt_vocab_size: int,
                  pad_id: int, config_path: str = "task.model"):
         super().__init__()
@@ -208,7 +209,9 @@ class GLAT(nn.Module):
         """
         memory, memory_padding = self.encoder(src)
         if self.ctc_upsample:
-            slot_lengths = src.ne(self.pad_id).sum(-1) * self.ctc_upsample
+            # round() as `NATGenerator.candidate_lengths` does, so a fractional upsample
+            # (1.5) gives training and decoding the same slot counts
+            slot_lengths = (src.ne(self.pad_id).sum(-1) * self.ctc_upsample).round().long()
             slot_padding = torch.arange(int(slot_lengths.max()), device=src.device)[None, :] \
                 >= slot_lengths[:, None]
         else:
