@@ -10,9 +10,9 @@ mistakes, are then shown ("glanced") in the decoder input and the second pass le
 Inference is one parallel pass (see `paragen.generators.nat`).
 
 With `ctc_upsample: k` the decoder gets round(k × source length) slots (k = 2, or a fraction
-such as 1.5 for fewer slots) instead of a predicted length,
-and is trained with CTC (blank = the pad id, which no reference contains); glancing then uses
-the model's best CTC alignment of the reference (`paragen.models.ctc`, `GlancingCTC` loss).
+such as 1.5 for fewer slots) instead of a predicted length, and is trained with CTC (blank =
+the pad id, which no reference contains); glancing then uses the model's best CTC alignment
+of the reference (`paragen.models.ctc`, `GlancingCTC` loss).
 """
 from __future__ import annotations
 
