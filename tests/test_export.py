@@ -7,6 +7,7 @@ import torch
 
 from helpers import tiny_config, write_config
 from paragen.cli import main
+from paragen.exporting.runtime import SUFFIX
 from paragen.tasks.loading import load_trained_task
 
 SENTENCES = 40  # the first lines of Multi30k test2016
@@ -76,8 +77,8 @@ def test_exported_model_decodes_token_for_token(trained, test_sources, tmp_path,
     if family != "ar":  # an export made before the tokens-only graph: the decoder graph serves
         manifest["graphs"].remove("tokens")
         (exported / "export.json").write_text(json.dumps(manifest))
-        (exported / f"tokens{'.onnx' if fmt == 'onnx' else '.pt'}").unlink()
-        tokens, scores, _ = decode(str(exported), test_sources)
+        (exported / f"tokens{SUFFIX[fmt]}").unlink()
+        tokens, _, _ = decode(str(exported), test_sources)
         assert torch.equal(tokens, decode(str(trained / family), test_sources)[0])
 
 

@@ -113,8 +113,7 @@ GRAPHS = {"ar": {"encoder": AREncoderGraph, "step": ARStepGraph},
 INPUT_NAMES = {"ar": {"encoder": ["src"], "step": ["token", "memory_kv", "memory_padding",
                                                    "past_kv"]},
                "nat": {"encoder": ["src"],
-                       "decoder": ["src", "memory", "memory_padding", "target_padding"],
-                       "tokens": ["src", "memory", "memory_padding", "target_padding"]}}
+                       "decoder": ["src", "memory", "memory_padding", "target_padding"]}}
 OUTPUT_NAMES = {"ar": {"encoder": ["memory_kv", "memory_padding"], "step": ["logits", "next_kv"]},
                 "nat": {"encoder": ["memory", "memory_padding", "length_logits"],
                         "decoder": ["tokens", "scores"], "tokens": ["tokens"]}}
@@ -128,4 +127,6 @@ DYNAMIC_AXES = {
             "decoder": {"src": {0: "batch", 1: "src_len"}, "memory": {0: "batch", 1: "src_len"},
                         "memory_padding": {0: "batch", 1: "src_len"},
                         "target_padding": {0: "batch", 1: "tgt_len"}}}}
+# The tokens-only graph takes the decoder graph's inputs.
+INPUT_NAMES["nat"]["tokens"] = INPUT_NAMES["nat"]["decoder"]
 DYNAMIC_AXES["nat"]["tokens"] = DYNAMIC_AXES["nat"]["decoder"]

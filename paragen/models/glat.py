@@ -175,8 +175,9 @@ class GLAT(nn.Module):
                 return logits.argmax(-1), None
             scores, tokens = torch.log_softmax(logits.float(), -1).max(-1)
             return tokens, scores
-        real = None if padding is None else ~padding
-        flat = hidden.reshape(-1, hidden.size(-1)) if real is None else hidden[real]
+        real = ~padding if padding is not None else \
+            torch.ones(hidden.shape[:-1], dtype=torch.bool, device=hidden.device)
+        flat = hidden[real]
         tokens = torch.empty(flat.size(0), dtype=torch.long, device=flat.device)
         scores = torch.empty(flat.size(0), device=flat.device) if with_scores else None
         with torch.no_grad():  # argmax has no gradient; `out=` refuses autograd
@@ -188,9 +189,6 @@ class GLAT(nn.Module):
                 else:
                     torch.max(torch.log_softmax(logits.float(), dim=-1), dim=-1,
                               out=(scores[rows], tokens[rows]))
-        if real is None:
-            shape = hidden.shape[:-1]
-            return tokens.view(shape), None if scores is None else scores.view(shape)
         tokens = torch.full_like(real, self.pad_id, dtype=torch.long).masked_scatter_(real, tokens)
         if scores is not None:
             scores = torch.zeros_like(real, dtype=scores.dtype).masked_scatter_(real, scores)
