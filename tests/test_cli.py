@@ -1,4 +1,5 @@
 """The command line as a user meets it: verbs, plug-ins, bad input, Ctrl-C and resume."""
+import json
 import os
 import signal
 import subprocess
@@ -6,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from helpers import tiny_config, write_config
 from paragen.cli import main, run_main
@@ -52,6 +54,23 @@ def test_generate_files_and_evaluate_prints_signature(trained, small_corpus, tmp
     assert (tmp_path / "test.hyp").read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
 
 
+def test_bench_rows_per_precision_and_budget(trained, small_corpus, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(trained), "--input", small_corpus["valid"]["de"],
+                 "--limit", "6", "--threads", "1", "--repeats", "1", "--precision", "fp32",
+                 "bf16", "--batch-tokens", "64", "256", "--output", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["system"] for r in rows] == ["AR greedy", "AR greedy bf16", "AR beam4",
+                                           "AR beam4 bf16"]
+    for row in rows:
+        assert [b["batch_tokens"] for b in row["batched_at"]] == [64, 256]
+        assert row["batched"] == row["batched_at"][0] and row["batch1"]["sentences_per_s"] > 0
+    # int8 dynamic quantization is CPU-only: asking for it on a GPU is refused up front.
+    assert main(["bench", "--model", str(trained), "--device", "cuda", "--quantize",
+                 "--output", str(tmp_path / "x.json")]) == 2
+    assert "--device cuda" in _error_line(capsys) and not (tmp_path / "x.json").exists()
+
+
 def test_average_checkpoints_by_step(small_corpus, tmp_path, capsys):
     config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
                          tmp_path / "run", max_steps=6, validate_interval=2)
@@ -63,6 +82,18 @@ def test_average_checkpoints_by_step(small_corpus, tmp_path, capsys):
     a, b = (load_checkpoint(str(tmp_path / "run" / f"checkpoint_{s}.pt"))["model"] for s in (4, 6))
     key = "encoder.layers.0.ffn.fc1.weight"
     assert (averaged["model"][key] - (a[key] + b[key]) / 2).abs().max() < 1e-6
+    # A half-size copy of one checkpoint: fp16 storage, and it still decodes.
+    half = tmp_path / "half" / "average.pt"
+    assert main(["average-checkpoints", "--inputs", str(tmp_path / "run" / "checkpoint_6.pt"),
+                 "--dtype", "fp16", "--output", str(half)]) == 0
+    stored = load_checkpoint(str(half))["model"]
+    assert stored[key].dtype == torch.float16
+    assert (stored[key].float() - b[key]).abs().max() < 1e-3
+    (tmp_path / "half" / "tokenizer.model").write_bytes(
+        (tmp_path / "run" / "tokenizer.model").read_bytes())
+    assert main(["generate", "--model", str(tmp_path / "half"), "--input",
+                 small_corpus["valid"]["de"], "--output", str(tmp_path / "hyp")]) == 0
+    assert len((tmp_path / "hyp").read_text(encoding="utf-8").splitlines()) == 40
 
 
 def test_paragen_run_with_overrides_and_plugin(small_corpus, tmp_path, capsys):

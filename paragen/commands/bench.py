@@ -1,10 +1,13 @@
 """`paragen bench --model AR_DIR --model NAT_DIR [--input test.de] [--threads 1 2]`.
 
-Decoding speed of several trained models on one test set, in one run, on one machine.
+Decoding speed of several trained models on one test set, in one run, on one machine
+(CPU by default; `--device cuda --precision fp32 bf16` for a GPU).
 Protocol (after Helcl et al. 2022): tokenization excluded; every setting warmed up first;
 batch 1 feeds the sentences one at a time in input order (median latency, and sentences/s
 over the whole set); batched sorts by length into batches of at most `--batch-tokens`
-padded source tokens and reports the median of `--repeats` passes. AR models run greedy and
+padded source tokens (one row per budget given) and reports the median of `--repeats` passes.
+Each timed call includes moving the source to the device and the output back to the host,
+so GPU timings need no extra synchronization and count what a real `generate` pays. AR models run greedy and
 beam 4; NAT models a single pass, plus, for length-predicting models, NPD over 5 lengths and
 (PyTorch only) one refinement pass. Prints a table and writes JSON
 (plus a PNG bar chart when matplotlib is installed).
@@ -33,12 +36,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model folder or checkpoint (repeat for several)")
     parser.add_argument("--input", default="data/multi30k/test2016.de")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--batch-tokens", type=int, default=4096)
+    parser.add_argument("--batch-tokens", type=int, nargs="+", default=[4096],
+                        help="padded source tokens per batch; the first is the headline")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="only the first N sentences")
     parser.add_argument("--quantize", action="store_true",
                         help="also time int8 dynamic quantization of Linear layers")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                        help="bf16 runs the generator under autocast, as env.precision does")
     parser.add_argument("--output", default="benchmarks/results/decode_speed.json")
+
+
+def decode(task, src: torch.Tensor) -> torch.Tensor:
+    """One generator call as `generate` makes it: source to the device, output back to the
+    host (which waits for the device to finish)."""
+    with task.env.autocast():
+        tokens, _ = task.generator(src.to(task.env.device))
+    return tokens.cpu()
 
 
 def time_batch1(task, split: Dict[str, Any]) -> Dict[str, float]:
@@ -46,7 +61,7 @@ def time_batch1(task, split: Dict[str, Any]) -> Dict[str, float]:
     for i in range(len(split["src"])):
         src = task.collate([i], split)["src"]
         started = time.perf_counter()
-        task.generator(src)
+        decode(task, src)
         latencies.append(time.perf_counter() - started)
     return {"ms_per_sentence_median": 1e3 * statistics.median(latencies),
             "sentences_per_s": len(latencies) / sum(latencies)}
@@ -61,11 +76,11 @@ def time_batched(task, split: Dict[str, Any], batch_tokens: int, repeats: int) -
     for _ in range(repeats):
         started = time.perf_counter()
         for src in batches:
-            task.generator(src)
+            decode(task, src)
         passes.append(time.perf_counter() - started)
     seconds = statistics.median(passes)
     return {"sentences_per_s": len(split["src"]) / seconds,
-            "ms_per_sentence": 1e3 * seconds / len(split["src"])}
+            "ms_per_sentence": 1e3 * seconds / len(split["src"]), "batch_tokens": batch_tokens}
 
 
 def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
@@ -89,10 +104,12 @@ def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
     return "AR" + engine, AR_SETTINGS
 
 
-def build_for(model: str, kind: str, setting: Dict[str, Any], quantize: bool):
+def build_for(model: str, setting: Dict[str, Any], quantize: bool, device: str,
+              precision: str):
     from paragen.tasks.loading import load_trained_task
 
     overrides = [f"task.generator.{k}={v}" for k, v in setting.items() if k != "search"]
+    overrides += [f"env.device={device}", f"env.precision={precision}"]
     task = load_trained_task(model, "infer", overrides, search=setting.get("search"))
     task.generator.eval()
     if quantize:
@@ -104,48 +121,70 @@ def build_for(model: str, kind: str, setting: Dict[str, Any], quantize: bool):
 
 def run(args: argparse.Namespace) -> int:
     from paragen.datasets import read_lines
+    from paragen.errors import ConfigError
     from paragen.tasks.loading import is_exported
 
+    on_gpu = args.device.startswith("cuda")
+    if on_gpu and (args.quantize or any(is_exported(m) for m in args.model)):
+        raise ConfigError("--device cuda: int8 quantization and exported models run on the "
+                          "CPU only; leave out --quantize and exported model folders")
     lines = read_lines(args.input)[:args.limit or None]
-    rows: List[Dict[str, Any]] = []
+    result = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+              "input": args.input, "sentences": len(lines),
+              "batch_tokens": args.batch_tokens, "repeats": args.repeats,
+              "machine": describe_machine(args.device), "rows": []}
     for model in args.model:
         kind, settings = settings_for(model)
         # int8 quantization applies to PyTorch models; an exported one is quantized at export
         quantizable = [False, True] if args.quantize and not is_exported(model) else [False]
         for name, setting in settings:
-            for quantize in quantizable:
-                for threads in args.threads:
-                    torch.set_num_threads(threads)  # before building: ONNX sessions fix it
-                    task = build_for(model, kind, setting, quantize)
-                    split = task.encode(lines)
-                    with torch.inference_mode():
-                        warm = {k: v[:64] for k, v in split.items()}
-                        time_batched(task, warm, args.batch_tokens, 1)
-                        time_batch1(task, {k: v[:16] for k, v in split.items()})
-                        row = {"system": f"{kind} {name}" + (" int8" if quantize else ""),
-                               "model": model, "threads": threads,
-                               "batch1": time_batch1(task, split),
-                               "batched": time_batched(task, split, args.batch_tokens,
-                                                       args.repeats)}
-                    rows.append(row)
-                    print(format_row(row), flush=True)
-    result = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-              "input": args.input, "sentences": len(lines),
-              "batch_tokens": args.batch_tokens, "repeats": args.repeats,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                         f"torch {torch.__version__}", "rows": rows}
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
-    plot(rows, os.path.splitext(args.output)[0] + ".png")
+            for precision in args.precision:
+                for quantize in quantizable:
+                    for threads in args.threads:
+                        torch.set_num_threads(threads)  # before building: ONNX sessions fix it
+                        task = build_for(model, setting, quantize, args.device, precision)
+                        label = " ".join([kind, name] + ([precision] if precision != "fp32"
+                                                         else []) + (["int8"] if quantize else []))
+                        row = time_setting(task, lines, args)
+                        row = {"system": label, "model": model, "threads": threads,
+                               "device": args.device, "precision": precision, **row}
+                        result["rows"].append(row)
+                        print(format_row(row), flush=True)
+                        write_json(result, args.output)  # after every row: a cut run keeps them
+    plot(result["rows"], os.path.splitext(args.output)[0] + ".png")
     return 0
 
 
+def time_setting(task, lines: List[str], args: argparse.Namespace) -> Dict[str, Any]:
+    """Warm up, then batch 1 over every sentence and batched at each token budget."""
+    split = task.encode(lines)
+    with torch.inference_mode():
+        time_batched(task, {k: v[:64] for k, v in split.items()}, args.batch_tokens[0], 1)
+        time_batch1(task, {k: v[:16] for k, v in split.items()})
+        batch1 = time_batch1(task, split)
+        batched = [time_batched(task, split, budget, args.repeats) for budget in args.batch_tokens]
+    return {"batch1": batch1, "batched": batched[0], "batched_at": batched}
+
+
+def describe_machine(device: str) -> str:
+    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(device)} ({cpu} host), torch {torch.__version__}"
+    return f"{cpu}, torch {torch.__version__}"
+
+
+def write_json(result: Dict[str, Any], path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+
+
 def format_row(row: Dict[str, Any]) -> str:
-    return (f"{row['system']:<16} threads={row['threads']}  batch 1: "
+    batched = "  ".join(f"{b['sentences_per_s']:7.1f} sent/s ({b['batch_tokens']} tok)"
+                        for b in row["batched_at"])
+    return (f"{row['system']:<20} threads={row['threads']}  batch 1: "
             f"{row['batch1']['sentences_per_s']:7.1f} sent/s "
-            f"({row['batch1']['ms_per_sentence_median']:6.2f} ms median)  batched: "
-            f"{row['batched']['sentences_per_s']:7.1f} sent/s")
+            f"({row['batch1']['ms_per_sentence_median']:6.2f} ms median)  batched: {batched}")
 
 
 def plot(rows: List[Dict[str, Any]], path: str) -> None:
