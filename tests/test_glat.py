@@ -9,6 +9,7 @@ from helpers import tiny_config, write_pairs
 from paragen.commands.train import build_task
 from paragen.generators.nat import NATGenerator, collapse_repeats, left_align
 from paragen.models.glat import GLAT, glancing_mask
+from paragen.tasks.loading import load_trained_task
 
 PAD, EOS = 0, 3
 
@@ -143,6 +144,11 @@ def test_glat_overfits_a_small_corpus(small_corpus, tmp_path, output):
     # A NAT memorises more slowly than an AR model (repeated or dropped pieces in the rest).
     assert exact >= 30, (exact, outputs[:3])
     assert result["valid.bleu"] > 65
+    # Decoding in bf16 stores the weights in bf16 once and keeps what was memorised.
+    half = load_trained_task(str(tmp_path / "run"), "infer", ["env.precision=bf16"])
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    half_exact = sum(o == t for o, t in zip(half.translate(pairs["de"]), pairs["en"]))
+    assert half_exact >= exact - 5, (half_exact, exact)
     # the loss's own counters reach the training log
     windows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")
                if "tokens_per_s" in line]

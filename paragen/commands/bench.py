@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         quantizable = [False, True] if args.quantize and not is_exported(model) else [False]
         for name, setting in settings:
             for precision in args.precision:
-                for quantize in quantizable:
+                for quantize in quantizable if precision == "fp32" else [False]:
                     for threads in args.threads:
                         torch.set_num_threads(threads)  # before building: ONNX sessions fix it
                         task = build_for(model, setting, quantize, args.device, precision)
