@@ -58,13 +58,22 @@ def test_bench_rows_per_precision_and_budget(trained, small_corpus, tmp_path, ca
     out = tmp_path / "bench.json"
     assert main(["bench", "--model", str(trained), "--input", small_corpus["valid"]["de"],
                  "--limit", "6", "--threads", "1", "--repeats", "1", "--precision", "fp32",
-                 "bf16", "--batch-tokens", "64", "256", "--output", str(out)]) == 0
+                 "bf16", "--batch-tokens", "64", "256", "--rounds", "2", "--output",
+                 str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [r["system"] for r in rows] == ["AR greedy", "AR greedy bf16", "AR beam4",
                                            "AR beam4 bf16"]
     for row in rows:
         assert [b["batch_tokens"] for b in row["batched_at"]] == [64, 256]
         assert row["batched"] == row["batched_at"][0] and row["batch1"]["sentences_per_s"] > 0
+        # two rounds: each number is the median (here the mean) of the rounds' own numbers
+        by_round = [r["batch1"]["ms_per_sentence_median"] for r in row["by_round"]]
+        assert len(by_round) == 2
+        assert row["batch1"]["ms_per_sentence_median"] == pytest.approx(sum(by_round) / 2)
+    assert main(["bench", "--model", str(trained), "--input", small_corpus["valid"]["de"],
+                 "--limit", "2", "--threads", "1", "--repeats", "1", "--only", "greedy",
+                 "--output", str(out)]) == 0
+    assert [r["system"] for r in json.loads(out.read_text())["rows"]] == ["AR greedy"]
     # int8 dynamic quantization is CPU-only: asking for it on a GPU is refused up front.
     assert main(["bench", "--model", str(trained), "--device", "cuda", "--quantize",
                  "--output", str(tmp_path / "x.json")]) == 2

@@ -5,12 +5,14 @@ Decoding speed of several trained models on one test set, in one run, on one mac
 Protocol (after Helcl et al. 2022): tokenization excluded; every setting warmed up first;
 batch 1 feeds the sentences one at a time in input order (median latency, and sentences/s
 over the whole set); batched sorts by length into batches of at most `--batch-tokens`
-padded source tokens (one row per budget given) and reports the median of `--repeats` passes.
+padded source tokens (each budget given is timed) and takes the median of `--repeats` passes.
+With `--rounds N` every system is timed N times in turn and each number is the median over
+rounds, so that a slow minute on a shared machine does not land on one system alone.
 Each timed call includes moving the source to the device and the output back to the host,
-so GPU timings need no extra synchronization and count what a real `generate` pays. AR models run greedy and
-beam 4; NAT models a single pass, plus, for length-predicting models, NPD over 5 lengths and
-(PyTorch only) one refinement pass. Prints a table and writes JSON
-(plus a PNG bar chart when matplotlib is installed).
+so GPU timings need no extra synchronization and count what a real `generate` pays.
+AR models run greedy and beam 4; NAT models a single pass, plus, for length-predicting
+models, NPD over 5 lengths and (PyTorch only) one refinement pass. Prints a table and writes
+JSON (plus a PNG bar chart when matplotlib is installed).
 """
 from __future__ import annotations
 
@@ -38,8 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-tokens", type=int, nargs="+", default=[4096],
                         help="padded source tokens per batch; the first is the headline")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="batched passes per round (their median is the round's number)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="visit every system this many times in turn; rows give medians")
     parser.add_argument("--limit", type=int, default=0, help="only the first N sentences")
+    parser.add_argument("--only", nargs="+", metavar="SETTING",
+                        help="time only these settings (greedy, beam4, single, NPD-5, refine-1)")
     parser.add_argument("--quantize", action="store_true",
                         help="also time int8 dynamic quantization of Linear layers")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -131,13 +138,36 @@ def run(args: argparse.Namespace) -> int:
     lines = read_lines(args.input)[:args.limit or None]
     result = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
               "input": args.input, "sentences": len(lines),
-              "batch_tokens": args.batch_tokens, "repeats": args.repeats,
+              "batch_tokens": args.batch_tokens, "repeats": args.repeats, "rounds": args.rounds,
               "machine": describe_machine(args.device), "rows": []}
+    systems = build_systems(args, lines)
+    for round_index in range(args.rounds):
+        for system in systems:
+            torch.set_num_threads(system["row"]["threads"])
+            system["timings"].append(time_setting(system["task"], system["split"], args))
+            if round_index == args.rounds - 1:
+                print(format_row(summarize(system)), flush=True)
+        # after every round: a run cut short keeps what it measured
+        result["rows"] = [summarize(system) for system in systems]
+        write_json(result, args.output)
+    plot(result["rows"], os.path.splitext(args.output)[0] + ".png")
+    return 0
+
+
+def build_systems(args: argparse.Namespace, lines: List[str]) -> List[Dict[str, Any]]:
+    """Every (model, setting, precision, int8, threads) built and warmed up once, so that
+    rounds can visit them in turn: a machine that slows down for a minute then slows every
+    system in that round, not just the one being timed, and the ratios survive."""
+    from paragen.tasks.loading import is_exported
+
+    systems = []
     for model in args.model:
         kind, settings = settings_for(model)
         # int8 quantization applies to PyTorch models; an exported one is quantized at export
         quantizable = [False, True] if args.quantize and not is_exported(model) else [False]
         for name, setting in settings:
+            if args.only and name not in args.only:
+                continue
             for precision in args.precision:
                 for quantize in quantizable if precision == "fp32" else [False]:
                     for threads in args.threads:
@@ -145,25 +175,41 @@ def run(args: argparse.Namespace) -> int:
                         task = build_for(model, setting, quantize, args.device, precision)
                         label = " ".join([kind, name] + ([precision] if precision != "fp32"
                                                          else []) + (["int8"] if quantize else []))
-                        row = time_setting(task, lines, args)
-                        row = {"system": label, "model": model, "threads": threads,
-                               "device": args.device, "precision": precision, **row}
-                        result["rows"].append(row)
-                        print(format_row(row), flush=True)
-                        write_json(result, args.output)  # after every row: a cut run keeps them
-    plot(result["rows"], os.path.splitext(args.output)[0] + ".png")
-    return 0
+                        split = task.encode(lines)
+                        warm_up(task, split, args.batch_tokens[0])
+                        systems.append({"task": task, "split": split, "timings": [],
+                                        "row": {"system": label, "model": model,
+                                                "threads": threads, "device": args.device,
+                                                "precision": precision}})
+    return systems
 
 
-def time_setting(task, lines: List[str], args: argparse.Namespace) -> Dict[str, Any]:
-    """Warm up, then batch 1 over every sentence and batched at each token budget."""
-    split = task.encode(lines)
+def warm_up(task, split: Dict[str, Any], batch_tokens: int) -> None:
     with torch.inference_mode():
-        time_batched(task, {k: v[:64] for k, v in split.items()}, args.batch_tokens[0], 1)
+        time_batched(task, {k: v[:64] for k, v in split.items()}, batch_tokens, 1)
         time_batch1(task, {k: v[:16] for k, v in split.items()})
+
+
+def time_setting(task, split: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
+    """Batch 1 over every sentence, then batched at each token budget."""
+    with torch.inference_mode():
         batch1 = time_batch1(task, split)
         batched = [time_batched(task, split, budget, args.repeats) for budget in args.batch_tokens]
-    return {"batch1": batch1, "batched": batched[0], "batched_at": batched}
+    return {"batch1": batch1, "batched_at": batched}
+
+
+def summarize(system: Dict[str, Any]) -> Dict[str, Any]:
+    """The median over rounds of each number; every round's own numbers are kept beside."""
+    timings = system["timings"]
+
+    def median_of(records: List[Dict[str, float]]) -> Dict[str, float]:
+        return {key: statistics.median(r[key] for r in records) for key in records[0]}
+
+    batched = [median_of([t["batched_at"][i] for t in timings])
+               for i in range(len(timings[0]["batched_at"]))]
+    return {**system["row"], "batch1": median_of([t["batch1"] for t in timings]),
+            "batched": batched[0], "batched_at": batched,
+            **({"by_round": timings} if len(timings) > 1 else {})}
 
 
 def describe_machine(device: str) -> str:
