@@ -27,6 +27,8 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
+from paragen.errors import ConfigError
+
 AR_SETTINGS = [("greedy", {"search": {"class": "GreedySearch"}}),
                ("beam4", {"search": {"class": "BeamSearch", "beam_size": 4}})]
 NAT_SINGLE, NAT_NPD = ("single", {"length_beam": 1}), ("NPD-5", {"length_beam": 5})
@@ -128,7 +130,6 @@ def build_for(model: str, setting: Dict[str, Any], quantize: bool, device: str,
 
 def run(args: argparse.Namespace) -> int:
     from paragen.datasets import read_lines
-    from paragen.errors import ConfigError
     from paragen.tasks.loading import is_exported
 
     on_gpu = args.device.startswith("cuda")
@@ -181,6 +182,9 @@ def build_systems(args: argparse.Namespace, lines: List[str]) -> List[Dict[str, 
                                         "row": {"system": label, "model": model,
                                                 "threads": threads, "device": args.device,
                                                 "precision": precision}})
+    if not systems:
+        raise ConfigError(f"--only {' '.join(args.only)}: no such setting for these models "
+                          "(AR: greedy, beam4; NAT: single, NPD-5, refine-1)")
     return systems
 
 
