@@ -74,8 +74,8 @@ def test_bench_rows_per_precision_and_budget(trained, small_corpus, tmp_path, ca
                  "--limit", "2", "--threads", "1", "--repeats", "1", "--only", "greedy",
                  "--output", str(out)]) == 0
     assert [r["system"] for r in json.loads(out.read_text())["rows"]] == ["AR greedy"]
-    assert main(["bench", "--model", str(trained), "--only", "beam", "--output",
-                 str(tmp_path / "x.json")]) == 2
+    assert main(["bench", "--model", str(trained), "--input", small_corpus["valid"]["de"],
+                 "--only", "beam", "--output", str(tmp_path / "x.json")]) == 2
     assert "--only beam: no such setting" in _error_line(capsys)
     # int8 dynamic quantization is CPU-only: asking for it on a GPU is refused up front.
     assert main(["bench", "--model", str(trained), "--device", "cuda", "--quantize",
