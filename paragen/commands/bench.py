@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time int8 dynamic quantization of Linear layers")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
-                        help="bf16 runs the generator under autocast, as env.precision does")
+                        help="as env.precision when decoding: bf16 weights, under autocast")
     parser.add_argument("--output", default="benchmarks/results/decode_speed.json")
 
 
@@ -146,11 +146,15 @@ def run(args: argparse.Namespace) -> int:
         for system in systems:
             torch.set_num_threads(system["row"]["threads"])
             system["timings"].append(time_setting(system["task"], system["split"], args))
-            if round_index == args.rounds - 1:
-                print(format_row(summarize(system)), flush=True)
+            prefix = f"[round {round_index + 1}/{args.rounds}] " if args.rounds > 1 else ""
+            print(prefix + format_row({**system["row"], **system["timings"][-1]}), flush=True)
         # after every round: a run cut short keeps what it measured
         result["rows"] = [summarize(system) for system in systems]
         write_json(result, args.output)
+    if args.rounds > 1:
+        print(f"medians over {args.rounds} rounds:")
+        for row in result["rows"]:
+            print(format_row(row))
     plot(result["rows"], os.path.splitext(args.output)[0] + ".png")
     return 0
 
