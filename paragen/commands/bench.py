@@ -236,7 +236,8 @@ def write_json(result: Dict[str, Any], path: str) -> None:
 def format_row(row: Dict[str, Any]) -> str:
     batched = "  ".join(f"{b['sentences_per_s']:7.1f} sent/s ({b['batch_tokens']} tok)"
                         for b in row["batched_at"])
-    return (f"{row['system']:<20} threads={row['threads']}  batch 1: "
+    model = os.path.basename(row["model"].rstrip("/"))
+    return (f"{row['system']:<20} {model:<28} threads={row['threads']}  batch 1: "
             f"{row['batch1']['sentences_per_s']:7.1f} sent/s "
             f"({row['batch1']['ms_per_sentence_median']:6.2f} ms median)  batched: {batched}")
 
