@@ -17,16 +17,17 @@ DEVICE=${DEVICE:-cuda}
 LIMIT=${LIMIT:-500}
 TEST=${TEST:-$PACK/test2016}
 
+pack_model() {  # NAME SOURCE_DIR: an fp16 copy of SOURCE_DIR/best.pt and its tokenizer
+    mkdir -p "$PACK/$1"
+    python -m paragen.cli average-checkpoints --inputs "$2/best.pt" --dtype fp16 \
+        --output "$PACK/$1/best.pt"
+    cp "$2/tokenizer.model" "$PACK/$1/"
+}
+
 pack() {
-    local ar=$1 nat=$2 name src
-    rm -rf "$PACK" && mkdir -p "$PACK"
-    for name in ar nat; do
-        src=$([ "$name" = ar ] && echo "$ar" || echo "$nat")
-        mkdir -p "$PACK/$name"
-        python -m paragen.cli average-checkpoints --inputs "$src/best.pt" --dtype fp16 \
-            --output "$PACK/$name/best.pt"
-        cp "$src/tokenizer.model" "$PACK/$name/"
-    done
+    rm -rf "$PACK"
+    pack_model ar "$1"
+    pack_model nat "$2"
     cp data/multi30k/test2016.de data/multi30k/test2016.en "$PACK/"
     du -sh "$PACK"
 }
