@@ -17,6 +17,7 @@ JSON (plus a PNG bar chart when matplotlib is installed).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -132,8 +133,7 @@ def run(args: argparse.Namespace) -> int:
     from paragen.datasets import read_lines
     from paragen.tasks.loading import is_exported
 
-    on_gpu = args.device.startswith("cuda")
-    if on_gpu and (args.quantize or any(is_exported(m) for m in args.model)):
+    if args.device.startswith("cuda") and (args.quantize or any(is_exported(m) for m in args.model)):
         raise ConfigError("--device cuda: int8 quantization and exported models run on the "
                           "CPU only; leave out --quantize and exported model folders")
     lines = read_lines(args.input)[:args.limit or None]
@@ -170,22 +170,22 @@ def build_systems(args: argparse.Namespace, lines: List[str]) -> List[Dict[str, 
         kind, settings = settings_for(model)
         # int8 quantization applies to PyTorch models; an exported one is quantized at export
         quantizable = [False, True] if args.quantize and not is_exported(model) else [False]
-        for name, setting in settings:
+        # int8 is an fp32 model's variant; bf16 runs unquantized
+        variants = [(precision, quantize) for precision in args.precision
+                    for quantize in (quantizable if precision == "fp32" else [False])]
+        for (name, setting), (precision, quantize), threads in itertools.product(
+                settings, variants, args.threads):
             if args.only and name not in args.only:
                 continue
-            for precision in args.precision:
-                for quantize in quantizable if precision == "fp32" else [False]:
-                    for threads in args.threads:
-                        torch.set_num_threads(threads)  # before building: ONNX sessions fix it
-                        task = build_for(model, setting, quantize, args.device, precision)
-                        label = " ".join([kind, name] + ([precision] if precision != "fp32"
-                                                         else []) + (["int8"] if quantize else []))
-                        split = task.encode(lines)
-                        warm_up(task, split, args.batch_tokens[0])
-                        systems.append({"task": task, "split": split, "timings": [],
-                                        "row": {"system": label, "model": model,
-                                                "threads": threads, "device": args.device,
-                                                "precision": precision}})
+            torch.set_num_threads(threads)  # before building: ONNX sessions fix it
+            task = build_for(model, setting, quantize, args.device, precision)
+            label = " ".join([kind, name] + ([precision] if precision != "fp32" else [])
+                             + (["int8"] if quantize else []))
+            split = task.encode(lines)
+            warm_up(task, split, args.batch_tokens[0])
+            systems.append({"task": task, "split": split, "timings": [],
+                            "row": {"system": label, "model": model, "threads": threads,
+                                    "device": args.device, "precision": precision}})
     if not systems:
         raise ConfigError(f"--only {' '.join(args.only)}: no such setting for these models "
                           "(AR: greedy, beam4; NAT: single, NPD-5, refine-1)")
@@ -233,11 +233,15 @@ def write_json(result: Dict[str, Any], path: str) -> None:
         json.dump(result, f, indent=2)
 
 
+def model_name(row: Dict[str, Any]) -> str:
+    """The model folder's name: two models of one kind share a system label."""
+    return os.path.basename(row["model"].rstrip("/"))
+
+
 def format_row(row: Dict[str, Any]) -> str:
     batched = "  ".join(f"{b['sentences_per_s']:7.1f} sent/s ({b['batch_tokens']} tok)"
                         for b in row["batched_at"])
-    model = os.path.basename(row["model"].rstrip("/"))
-    return (f"{row['system']:<20} {model:<28} threads={row['threads']}  batch 1: "
+    return (f"{row['system']:<20} {model_name(row):<28} threads={row['threads']}  batch 1: "
             f"{row['batch1']['sentences_per_s']:7.1f} sent/s "
             f"({row['batch1']['ms_per_sentence_median']:6.2f} ms median)  batched: {batched}")
 
@@ -250,7 +254,7 @@ def plot(rows: List[Dict[str, Any]], path: str) -> None:
     except ImportError:
         print("matplotlib not installed: no chart (pip install 'paragen[bench]')")
         return
-    labels = [f"{r['system']}\n{r['threads']} thr" for r in rows]
+    labels = [f"{r['system']}\n{model_name(r)}, {r['threads']} thr" for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, len(rows) * 1.2), 4.5))
     for ax, key, title in ((axes[0], "batch1", "batch 1"), (axes[1], "batched", "batched")):
         ax.bar(range(len(rows)), [r[key]["sentences_per_s"] for r in rows])
