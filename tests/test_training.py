@@ -174,6 +174,30 @@ def test_early_stopping_ends_training_after_patience(small_corpus, tmp_path):
     assert task.trainer.step == 3  # best at step 1, then two validations without improvement
 
 
+def test_bf16_training_attention_runs_in_fp32_on_cpu(monkeypatch):
+    """CPU SDPA's bf16 backward is slow, so training attention leaves autocast and runs in
+    fp32; the gradients must still be those of the same layer in fp32."""
+    from paragen.modules import layers
+
+    seen = []
+    sdpa = layers.F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        seen.append((q.dtype, torch.is_autocast_enabled("cpu")))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    attention = layers.MultiheadAttention(16, 2, dropout=0.0, self_attention=True).train()
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        attention(x, is_causal=True).float().sum().backward()
+    assert seen == [(torch.float32, False)]
+    half_grad, x.grad = x.grad.clone(), None
+    attention(x, is_causal=True).sum().backward()
+    assert torch.allclose(half_grad, x.grad, atol=0.05, rtol=0.05)
+
+
 def test_bf16_autocast_trains_on_cpu(small_corpus, tmp_path):
     config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
                          tmp_path / "run", max_steps=3)
