@@ -37,7 +37,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 
 DATA = "data/multi30k"
 WORK = "runs/fairseq-peer"
@@ -72,10 +71,13 @@ def prepare(args) -> None:
                 lines = [" ".join(sp.encode(line.rstrip("\n"), out_type=str)) for line in f]
             with open(f"{WORK}/text/{split}.{lang}", "w", encoding="utf-8") as f:
                 f.write("\n".join(lines) + "\n")
+            if split == "test2016":  # fairseq's `test1` subset: the first --head sentences
+                with open(f"{WORK}/text/head.{lang}", "w", encoding="utf-8") as f:
+                    f.write("\n".join(lines[:args.head]) + "\n")
     shutil.rmtree(f"{WORK}/bin", ignore_errors=True)
     run([f"{args.fairseq_bin}/fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
          "--trainpref", f"{WORK}/text/train", "--validpref", f"{WORK}/text/valid",
-         "--testpref", f"{WORK}/text/test2016", "--destdir", f"{WORK}/bin",
+         "--testpref", f"{WORK}/text/test2016,{WORK}/text/head", "--destdir", f"{WORK}/bin",
          "--joined-dictionary", "--workers", "2"], stdout=subprocess.DEVNULL)
 
 
@@ -131,18 +133,19 @@ def throughput(args) -> None:
 
 
 def score(hypotheses: list) -> dict:
-    import sacrebleu
+    from sacrebleu.metrics import BLEU
 
     with open(f"{DATA}/test2016.en", encoding="utf-8") as f:
         references = [line.rstrip("\n") for line in f]
-    bleu = sacrebleu.corpus_bleu(hypotheses, [references])
-    return {"bleu": round(bleu.score, 2), "signature": str(bleu.get_signature())}
+    bleu = BLEU()
+    return {"bleu": round(bleu.corpus_score(hypotheses, [references]).score, 2),
+            "signature": str(bleu.get_signature())}
 
 
 def generate(args, checkpoint: str, beam: int, batch_size: int, quiet: bool,
-             threads: int = 2) -> str:
+             threads: int = 2, subset: str = "test") -> str:
     result = run([f"{args.fairseq_bin}/fairseq-generate", f"{WORK}/bin", "--path", checkpoint,
-                  "--gen-subset", "test", "--beam", str(beam), "--batch-size", str(batch_size),
+                  "--gen-subset", subset, "--beam", str(beam), "--batch-size", str(batch_size),
                   "--remove-bpe", "sentencepiece", "--cpu", *SEARCH,
                   *(["--quiet"] if quiet else [])],
                  threads, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -165,13 +168,15 @@ def sentences_per_s(output: str) -> float:
 
 def train(args) -> None:
     save_dir = f"{WORK}/checkpoints"
-    shutil.rmtree(save_dir, ignore_errors=True)
-    started = time.time()
-    log = fairseq_train(args, save_dir, ["--stop-time-hours", str(args.minutes / 60),
-                                         "--log-interval", "50", "--keep-last-epochs", "3"])
-    wall = time.time() - started
-    with open(f"{WORK}/train.log", "w") as f:
-        f.write(log)
+    if not args.evaluate_only:
+        shutil.rmtree(save_dir, ignore_errors=True)
+        log = fairseq_train(args, save_dir, ["--stop-time-hours", str(args.minutes / 60),
+                                             "--log-interval", "50", "--keep-last-epochs", "3"])
+        with open(f"{WORK}/train.log", "w") as f:
+            f.write(log)
+    with open(f"{WORK}/train.log") as f:
+        log = f.read()
+    wall = float(re.search(r"done training in ([\d.]+) seconds", log).group(1))
     updates = max(json.loads(line[line.index("{"):]).get("num_updates", 0)
                   for line in log.splitlines() if "| train_inner |" in line)
     test = {f"{name}_{setting}": score(hypotheses(generate(args, f"{save_dir}/{name}.pt",
@@ -191,10 +196,12 @@ def decode(args) -> None:
         record = {}
         for name, beam in settings:
             for label, batch_size in (("batch1", 1), ("batched", 128)):
-                output = generate(args, checkpoint, beam, batch_size, quiet=True)
+                output = generate(args, checkpoint, beam, batch_size, quiet=True,
+                                  subset="test1" if args.head else "test")
                 record[f"fairseq {name} {label}"] = sentences_per_s(output)
         run([sys.executable, "-m", "paragen.cli", "bench", "--model", args.ours,
-             "--only", "greedy", "beam4", "--threads", "2", *args.bench_options,
+             "--only", "greedy", "beam4", "--threads", "2", "--limit", str(args.head),
+             *args.bench_options,
              "--output", "/tmp/paragen-peer-bench.json"], stdout=subprocess.DEVNULL)
         with open("/tmp/paragen-peer-bench.json") as f:
             for row in json.load(f)["rows"]:
@@ -203,7 +210,12 @@ def decode(args) -> None:
                 record[f"paragen {label} batched"] = row["batched"]["sentences_per_s"]
         rounds.append({key: round(value, 1) for key, value in record.items()})
         print(json.dumps(rounds[-1]), flush=True)
-        write(args, {"rounds": rounds, "medians": medians(rounds)})
+        middle = medians(rounds)
+        # each paragen row over fairseq's same setting, e.g. "paragen beam4 int8 batched"
+        # over "fairseq beam4 batched"
+        ratios = {key: round(value / middle[f"fairseq {key.split()[1]} {key.split()[-1]}"], 2)
+                  for key, value in middle.items() if key.startswith("paragen")}
+        write(args, {"rounds": rounds, "medians": middle, "ratios_to_fairseq": ratios})
 
 
 def medians(rounds: list) -> dict:
@@ -223,7 +235,9 @@ def main() -> None:
     parser.add_argument("--fairseq-bin", required=True,
                         help="bin folder of a Python environment with fairseq (fairseq_install.sh)")
     verbs = parser.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("prepare")
+    sub = verbs.add_parser("prepare")
+    sub.add_argument("--head", type=int, default=500,
+                     help="also binarize the first N test sentences (subset test1)")
     sub = verbs.add_parser("throughput")
     sub.add_argument("--updates", type=int, default=150)
     sub.add_argument("--rounds", type=int, default=3)
@@ -233,9 +247,13 @@ def main() -> None:
     sub = verbs.add_parser("train")
     sub.add_argument("--minutes", type=float, default=40)
     sub.add_argument("--output", default="benchmarks/results/fairseq_peer_train.json")
+    sub.add_argument("--evaluate-only", action="store_true",
+                     help="score the checkpoints of a finished run (its train.log is kept)")
     sub = verbs.add_parser("decode")
     sub.add_argument("--ours", required=True, help="paragen AR model folder")
     sub.add_argument("--rounds", type=int, default=3)
+    sub.add_argument("--head", type=int, default=0,
+                     help="decode only the first N test sentences (N as given to prepare)")
     sub.add_argument("--bench-options", nargs=argparse.REMAINDER, default=[],
                      help="passed on to `paragen bench` (e.g. --quantize --precision fp32 bf16)")
     sub.add_argument("--output", default="benchmarks/results/fairseq_peer_decode.json")
