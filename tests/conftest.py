@@ -13,6 +13,17 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("PARAGEN_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """In-process commands (bench) set torch's thread count; a later test must not inherit
+    it: with 1 thread instead of 2 the GLAT-CTC overfit test memorised 28 pairs, not 47."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = shared_data_dir()
