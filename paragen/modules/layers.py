@@ -5,6 +5,7 @@ fastest kernel for the device (flash / memory-efficient on GPU, a fused C++ path
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Dict, Optional
 
@@ -59,18 +60,17 @@ class MultiheadAttention(nn.Module):
                     cache["mem_k"], cache["mem_v"] = k, v
         if q.size(2) == 1 and q.device.type == "cpu" and not self.training:
             out = single_query_attention(q, k, v, attn_mask)
-        elif q.device.type == "cpu" and q.dtype == torch.bfloat16 and self.training:
+        else:
             # CPU SDPA's backward is several times slower in bf16 than in fp32 (torch 2.13:
             # it took a third of a bf16 training step); attention is a few % of the FLOPs,
-            # so it runs in fp32, autocast off (it would cast the inputs back to bf16).
-            with torch.autocast("cpu", enabled=False):
+            # so it trains in fp32, autocast off (it would cast the inputs back to bf16).
+            in_fp32 = q.device.type == "cpu" and q.dtype == torch.bfloat16 and self.training
+            if in_fp32:
+                q, k, v = q.float(), k.float(), v.float()
+            with torch.autocast("cpu", enabled=False) if in_fp32 else contextlib.nullcontext():
                 out = F.scaled_dot_product_attention(
-                    q.float(), k.float(), v.float(), attn_mask=attn_mask,
-                    is_causal=is_causal and attn_mask is None, dropout_p=self.dropout)
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
-                dropout_p=self.dropout if self.training else 0.0)
+                    q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
+                    dropout_p=self.dropout if self.training else 0.0)
         out = out.transpose(1, 2).reshape(x.size(0), x.size(1), -1)
         return self.out_proj(out)
 
