@@ -24,7 +24,7 @@ import time
 CHILD = r"""
 import json, resource, sys, time
 started = time.perf_counter()
-from paragen.commands.train import build_task
+from paragen.tasks.build import build_task
 task = build_task(json.loads(sys.argv[1]))
 batch = next(iter(task.train_loader.epoch_batches(0)))
 seconds = time.perf_counter() - started

@@ -33,7 +33,7 @@ def main() -> None:
 
     from paragen.datasets import read_lines
     from paragen.samplers import BucketSampler
-    from paragen.tasks.loading import load_trained_task
+    from paragen.tasks.build import load_trained_task
 
     task = load_trained_task(args.model, "infer")
     split = task.encode(read_lines(args.input))

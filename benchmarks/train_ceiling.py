@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from paragen.commands.train import build_task
+    from paragen.tasks.build import build_task
     from paragen.config import load_config
 
     config = load_config(args.config, ["task.trainer.init_from=null",

@@ -97,7 +97,7 @@ def main() -> None:
                 "--output", f"{DATA}/spm8k", "--vocab-size", "8000")
     started = time.time()
     if args.evaluate_only:
-        from paragen.trainers.checkpoint import load_checkpoint
+        from paragen.checkpoint import load_checkpoint
 
         wall = load_checkpoint(f"{args.save_dir}/last.pt")["trainer"]["wall_seconds"]
     else:

@@ -10,7 +10,8 @@ import importlib
 import sys
 from typing import List, Optional
 
-from paragen.errors import ParagenError
+from paragen.commands.train import add_arguments, run_config
+from paragen.errors import ParagenError, TrainingInterrupted
 
 VERBS = {
     "train": ("paragen.commands.train", "train a model from a YAML config"),
@@ -47,8 +48,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def run_main(argv: Optional[List[str]] = None) -> int:
     """`paragen-run --config cfg.yaml [--lib X] [--task.a.b V ...]`: runs `task.mode`."""
-    from paragen.commands.train import add_arguments, run_config
-
     parser = argparse.ArgumentParser(prog="paragen-run")
     add_arguments(parser)
     args, overrides = parser.parse_known_args(argv)
@@ -56,8 +55,6 @@ def run_main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(action) -> int:
-    from paragen.trainers import TrainingInterrupted
-
     try:
         result = action()
     except TrainingInterrupted as err:

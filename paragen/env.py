@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from paragen.errors import ConfigError
+from paragen.registry import check_arguments
 
 logger = logging.getLogger("paragen")
 
@@ -87,8 +88,6 @@ class Environment:
 
 
 def build_env(config: Dict[str, Any] | None) -> Environment:
-    from paragen.registry import check_arguments
-
     config = dict(config or {})
     libs = config.get("custom_libs", [])
     if isinstance(libs, str):

@@ -11,3 +11,8 @@ class ConfigError(ParagenError):
 
 class DataError(ParagenError):
     """An input file is missing, misaligned or not decodable; the message names file and line."""
+
+
+class TrainingInterrupted(ParagenError):
+    """Ctrl-C / SIGTERM during training: a checkpoint was saved; rerunning the same command
+    resumes."""

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import types
 import typing
 from typing import Any, Callable, Dict, Type
 
 from paragen.errors import ConfigError
+
+logger = logging.getLogger("paragen")
 
 KINDS = (
     "task", "model", "encoder", "decoder", "search", "generator", "criterion", "dataset",
@@ -48,12 +51,15 @@ def register(kind: str, name: str | None = None) -> Callable[[type], type]:
 
 def registered(kind: str) -> Dict[str, type]:
     """The classes registered for a kind, keyed by lower-case name."""
-    _import_builtins()
     return dict(_REGISTRIES[kind])
 
 
 def lookup(kind: str, class_name: str, path: str = "") -> type:
-    _import_builtins()
+    """The class registered under `class_name` (case-insensitive) for `kind`.
+
+    Built-in classes are registered when their package is imported; `paragen.tasks.build`
+    imports them all, plug-ins are imported by `--lib`.
+    """
     table = _REGISTRIES[kind]
     cls = table.get(str(class_name).lower())
     if cls is None:
@@ -82,6 +88,7 @@ def check_arguments(cls: type, kwargs: Dict[str, Any], path: str,
                     runtime: Dict[str, Any] | None = None) -> Dict[str, Any]:
     """Validate `kwargs` against `cls.__init__`: unknown, missing and mistyped keys."""
     runtime = runtime or {}
+    kwargs = _rename_keys(cls, kwargs, path)
     signature = inspect.signature(cls.__init__)
     params = {n: p for n, p in signature.parameters.items()
               if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
@@ -104,6 +111,67 @@ def check_arguments(cls: type, kwargs: Dict[str, Any], path: str,
         if key in hints:
             checked[key] = coerce(value, hints[key], f"{path}.{key}")
     return checked
+
+
+def _rename_keys(cls: type, kwargs: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """Accept a key's former name (a class's `renamed_keys = {old: new}`), with a notice."""
+    renamed = getattr(cls, "renamed_keys", None) or {}
+    if not any(old in kwargs for old in renamed):
+        return kwargs
+    updated = {}
+    for key, value in kwargs.items():
+        new = renamed.get(key)
+        if new is None:
+            updated[key] = value
+        elif new in kwargs:
+            raise ConfigError(f"{path}.{key}: {key!r} is the old name of {new!r}; give only one")
+        else:
+            logger.warning("%s.%s: now spelled %r (the old name still works)", path, key, new)
+            updated[new] = value
+    return updated
+
+
+def check_config(node: Any, path: str, kind: str | None = None) -> None:
+    """Check every `class:` mapping in a config tree before anything is built or read.
+
+    The class must be registered (for `kind` when the key names one, e.g. `model`, or for any
+    kind) and its keys must fit its constructor, so that a typo in `task.model.class` is
+    reported before a missing data file would be. Keyword-only constructor arguments are
+    the runtime objects parents pass, so they count as given.
+    """
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            check_config(item, f"{path}[{i}]", kind)
+        return
+    if not isinstance(node, dict):
+        return
+    children_kind: Dict[str, str] = {}
+    if "class" in node:
+        cls = lookup(kind, node["class"], path) if kind else _lookup_any(node["class"], path)
+        signature = inspect.signature(cls.__init__)
+        runtime = {n: None for n, p in signature.parameters.items() if p.kind == p.KEYWORD_ONLY}
+        check_arguments(cls, {k: v for k, v in node.items() if k != "class"}, path, runtime)
+    elif kind:  # a mapping of named components of one kind (data splits, per-language ...)
+        children_kind = {key: kind for key in node}
+    for key, value in node.items():
+        if key != "class":
+            child_kind = children_kind.get(key) or _KIND_OF_KEY.get(key)
+            check_config(value, f"{path}.{key}", child_kind)
+
+
+# Config keys whose value is a component of a known kind, or a mapping of named ones
+# (`data: {train: {...}, valid: {...}}`).
+_KIND_OF_KEY = {**{kind: kind for kind in KINDS}, "data": "dataset", "metric": "metric"}
+
+
+def _lookup_any(class_name: Any, path: str) -> type:
+    for table in _REGISTRIES.values():
+        cls = table.get(str(class_name).lower())
+        if cls is not None:
+            return cls
+    names = sorted({c.__name__ for table in _REGISTRIES.values() for c in table.values()})
+    raise ConfigError(f"{path}.class: unknown class {class_name!r}"
+                      f"{_closest(str(class_name), names)}")
 
 
 def coerce(value: Any, hint: Any, path: str) -> Any:
@@ -175,23 +243,6 @@ def _type_name(hint: Any) -> str:
     if origin is typing.Literal:
         return " or ".join(repr(option) for option in typing.get_args(hint))
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-_BUILTINS_IMPORTED = False
-
-
-def _import_builtins() -> None:
-    """Import the core packages so their `@register` decorators run (cheap, idempotent)."""
-    global _BUILTINS_IMPORTED
-    if _BUILTINS_IMPORTED:
-        return
-    _BUILTINS_IMPORTED = True
-    import importlib
-
-    for package in ("tokenizers", "datasets", "samplers", "dataloaders", "encoders", "decoders",
-                    "models", "search", "generators", "criteria", "optim", "lr_schedulers",
-                    "trainers", "metrics", "evaluators", "tasks", "exporting"):
-        importlib.import_module(f"paragen.{package}")
 
 
 def _decorator_for(kind: str):

@@ -45,7 +45,7 @@ def tiny_config(train: Dict[str, str], valid: Dict[str, str], spm_model: str, sa
                         "max_steps": 10, "validate_interval": 0, "save_dir": str(save_dir),
                         "log_interval": 5, **trainer},
             "generator": {"class": "SequenceGenerator",
-                          "search": {"class": "GreedySearch", "maxlen_b": 5}},
+                          "search": {"class": "GreedySearch", "max_length_b": 5}},
         },
         "env": {"device": "cpu", "seed": 3, "no_progress_bar": True},
     })

@@ -4,7 +4,7 @@ import pytest
 
 from helpers import tiny_config
 from paragen.cli import main
-from paragen.commands.train import build_task
+from paragen.tasks.build import build_task
 from paragen.datasets import BinarizedParallelDataset, read_lines
 from paragen.tokenizers import SentencePieceTokenizer
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 import torch
-
 from helpers import tiny_config, write_config
+
+from paragen.checkpoint import load_checkpoint
 from paragen.cli import main, run_main
-from paragen.trainers.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from typing import List, Optional
 import pytest
 import yaml
 
+import paragen.tasks  # noqa: F401  (imports, and so registers, every built-in class)
 from paragen.config import apply_overrides, load_config, parse_overrides
 from paragen.errors import ConfigError
 from paragen.registry import build, coerce, register_metric, registered

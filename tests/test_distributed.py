@@ -2,11 +2,11 @@
 epoch whose last update has fewer batches than ranks."""
 import pytest
 import torch
-
 from helpers import tiny_config, torchrun_train, write_config
+
+from paragen.checkpoint import load_checkpoint
 from paragen.cli import main
-from paragen.commands.train import build_task
-from paragen.trainers.checkpoint import load_checkpoint
+from paragen.tasks.build import build_task
 
 
 def _odd_epoch_budget(small_corpus, tmp_path) -> int:

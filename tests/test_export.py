@@ -7,8 +7,8 @@ import torch
 
 from helpers import tiny_config, write_config
 from paragen.cli import main
-from paragen.exporting.runtime import SUFFIX
-from paragen.tasks.loading import load_trained_task
+from paragen.model_folder import SUFFIX
+from paragen.tasks.build import load_trained_task
 
 SENTENCES = 40  # the first lines of Multi30k test2016
 
@@ -42,7 +42,7 @@ def test_sources(data_dir):
 
 
 def decode(model: str, sources, overrides=(), beam=None):
-    from paragen.tasks.loading import search_for_beam
+    from paragen.tasks.build import search_for_beam
 
     task = load_trained_task(model, "infer", list(overrides), search=search_for_beam(beam))
     src = task.collate(list(range(len(sources))), task.encode(sources))["src"]

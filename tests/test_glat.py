@@ -4,12 +4,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import tiny_config, write_pairs
-from paragen.commands.train import build_task
+
+from paragen.errors import ConfigError
 from paragen.generators.nat import NATGenerator, collapse_repeats, left_align
 from paragen.models.glat import GLAT, glancing_mask
-from paragen.tasks.loading import load_trained_task
+from paragen.tasks.build import build_task, load_trained_task
 
 PAD, EOS = 0, 3
 
@@ -158,6 +158,7 @@ def test_glat_overfits_a_small_corpus(small_corpus, tmp_path, output):
 def test_ar_reranker_picks_the_candidate_the_teacher_prefers(small_corpus, tmp_path):
     """NPD with an AR reranker returns the candidate with the best teacher score."""
     from helpers import write_config
+
     from paragen.cli import main
     from paragen.generators.nat import load_reranker
 
@@ -257,7 +258,7 @@ def test_ctc_glat_lengths_and_criterion_guard():
 
     from paragen.criteria.glancing import GlancingCrossEntropy
     batch = {"src": src, "target": torch.tensor([[9, EOS], [11, EOS]]), "ntokens": 4}
-    with pytest.raises(ValueError, match="ctc_upsample = 0"):
+    with pytest.raises(ConfigError, match="ctc_upsample = 0"):
         GlancingCrossEntropy(pad_id=PAD)(model, batch)
 
 

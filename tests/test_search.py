@@ -44,8 +44,8 @@ class BiasedDecoder(nn.Module):
         return self.decoder(tokens, memory, memory_padding, cache=cache) + self.bias
 
     @property
-    def embed(self) -> nn.Module:  # the position table that bounds the output length
-        return self.decoder.embed
+    def max_positions(self) -> int:  # the position table that bounds the output length
+        return self.decoder.max_positions
 
     def init_cache(self):
         return self.decoder.init_cache()
@@ -102,7 +102,7 @@ def test_cached_decoding_matches_full_recomputation():
         torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
         prefix = torch.cat([prefix, full.argmax(-1, keepdim=True)], dim=1)
 
-    search = GreedySearch(maxlen_a=1.0, maxlen_b=3)
+    search = GreedySearch(max_length_a=1.0, max_length_b=3)
     tokens, _ = search(decoder, memory, padding, **IDS)
     for i, n in enumerate([7, 4, 2]):
         expected = reference_greedy(decoder, memory[i:i + 1, :n], padding[i:i + 1, :n], n + 3)
@@ -124,12 +124,12 @@ def test_beam_of_one_is_greedy(eos_bias: float):
     torch.testing.assert_close(greedy_scores, beam_scores)
 
 
-def exhaustive_best(decoder, memory, padding, max_len: int, min_len: int, lenpen: float,
+def exhaustive_best(decoder, memory, padding, max_len: int, min_length: int, lenpen: float,
                     vocab: int):
     """Best length-penalised hypothesis over every sequence of <= max_len tokens + eos."""
     emittable = [t for t in range(vocab) if t not in (PAD, EOS)]
     best_score, best = -torch.inf, None
-    for n in range(min(min_len, max_len), max_len + 1):
+    for n in range(min(min_length, max_len), max_len + 1):
         seqs = torch.tensor(list(itertools.product(emittable, repeat=n)), dtype=torch.long)
         seqs = seqs.view(len(emittable) ** n, n)
         prefix = torch.cat([torch.full((len(seqs), 1), BOS), seqs], dim=1)
@@ -145,8 +145,8 @@ def exhaustive_best(decoder, memory, padding, max_len: int, min_len: int, lenpen
 
 @torch.no_grad()
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("lenpen,min_len", [(0.0, 0), (1.0, 0), (2.0, 0), (1.0, 2)])
-def test_large_beam_equals_exhaustive_search(seed: int, lenpen: float, min_len: int):
+@pytest.mark.parametrize("lenpen,min_length", [(0.0, 0), (1.0, 0), (2.0, 0), (1.0, 2)])
+def test_large_beam_equals_exhaustive_search(seed: int, lenpen: float, min_length: int):
     vocab = 6  # pad, unk, bos, eos and two words: 4 emittable tokens
     model = make_model(vocab, seed=10 + seed)
     lengths = [3, 2]  # max_len = src_len: 3 and 2 (per sentence, under padding)
@@ -154,20 +154,20 @@ def test_large_beam_equals_exhaustive_search(seed: int, lenpen: float, min_len: 
     memory, padding = model.encoder(src)
     decoder = eos_biased(model, vocab, 0.5)
     # At most 4**2 live beams x 5 finite tokens = 80 candidates per step: none is ever pruned.
-    search = BeamSearch(beam_size=80, lenpen=lenpen, maxlen_a=1.0, maxlen_b=0, min_len=min_len)
+    search = BeamSearch(beam_size=80, lenpen=lenpen, max_length_a=1.0, max_length_b=0, min_length=min_length)
     tokens, scores = search(decoder, memory, padding, **IDS)
     for i, n in enumerate(lengths):
         best, best_score = exhaustive_best(decoder, memory[i:i + 1, :n], padding[i:i + 1, :n],
-                                           max_len=n, min_len=min_len, lenpen=lenpen,
+                                           max_len=n, min_length=min_length, lenpen=lenpen,
                                            vocab=vocab)
         assert strip(tokens[i:i + 1])[0] == best
         assert abs(float(scores[i]) - best_score) < 1e-4
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("search", [GreedySearch(maxlen_a=1.0, maxlen_b=4),
-                                    BeamSearch(beam_size=4, lenpen=1.0, maxlen_a=1.0, maxlen_b=4),
-                                    BeamSearch(beam_size=3, lenpen=0.6, min_len=2)],
+@pytest.mark.parametrize("search", [GreedySearch(max_length_a=1.0, max_length_b=4),
+                                    BeamSearch(beam_size=4, lenpen=1.0, max_length_a=1.0, max_length_b=4),
+                                    BeamSearch(beam_size=3, lenpen=0.6, min_length=2)],
                          ids=["greedy", "beam4", "beam3-minlen"])
 @pytest.mark.parametrize("compact_share", [0.0, 0.25, 1.0],
                          ids=["drop-at-once", "drop-by-quarters", "never-drop"])
@@ -206,17 +206,17 @@ def test_length_rules(kind: str):
     memory, padding = model.encoder(src)
     eager, reluctant = eos_biased(model, vocab, 30.0), eos_biased(model, vocab, -30.0)
 
-    # min_len=0 never blocks an immediate eos.
+    # min_length=0 never blocks an immediate eos.
     tokens, scores = SEARCHES[kind]()(eager, memory, padding, **IDS)
     assert tokens.shape == (3, 0) and bool(scores.isfinite().all())
-    # min_len=3 blocks eos for exactly three steps.
-    tokens, _ = SEARCHES[kind](min_len=3)(eager, memory, padding, **IDS)
+    # min_length=3 blocks eos for exactly three steps.
+    tokens, _ = SEARCHES[kind](min_length=3)(eager, memory, padding, **IDS)
     assert [len(r) for r in strip(tokens)] == [3, 3, 3]
-    # Without eos, each sentence stops at its own int(maxlen_a * src_len + maxlen_b).
-    tokens, _ = SEARCHES[kind](maxlen_a=1.5, maxlen_b=1)(reluctant, memory, padding, **IDS)
+    # Without eos, each sentence stops at its own int(max_length_a * src_len + max_length_b).
+    tokens, _ = SEARCHES[kind](max_length_a=1.5, max_length_b=1)(reluctant, memory, padding, **IDS)
     assert [len(r) for r in strip(tokens)] == [8, 5, 2]
-    # A forced eos wins over min_len.
-    tokens, _ = SEARCHES[kind](maxlen_a=0.0, maxlen_b=2, min_len=5)(eager, memory, padding, **IDS)
+    # A forced eos wins over min_length.
+    tokens, _ = SEARCHES[kind](max_length_a=0.0, max_length_b=2, min_length=5)(eager, memory, padding, **IDS)
     assert [len(r) for r in strip(tokens)] == [2, 2, 2]
 
 
@@ -226,7 +226,7 @@ def test_length_is_clamped_to_the_position_table(kind: str):
     vocab, model = 16, make_model(16, seed=6, max_positions=8)
     src = random_batch(vocab, [5, 2], seed=7)
     memory, padding = model.encoder(src)
-    tokens, _ = SEARCHES[kind](maxlen_b=20)(eos_biased(model, vocab, -30.0), memory, padding,
+    tokens, _ = SEARCHES[kind](max_length_b=20)(eos_biased(model, vocab, -30.0), memory, padding,
                                             **IDS)
     assert [len(r) for r in strip(tokens)] == [7, 7]  # positions 0..7: bos + 7 tokens, eos at 7
 
@@ -275,7 +275,7 @@ def test_sampling_stays_in_the_truncated_set(options, allowed):
     decoder = FixedDecoder([1e-3, 1e-3, 1e-3, 0.047, 0.5, 0.3, 0.15])
     memory, padding = torch.zeros(400, 1, 4), torch.zeros(400, 1, dtype=torch.bool)
     torch.manual_seed(1)
-    search = SamplingSearch(maxlen_a=0.0, maxlen_b=6, **options)
+    search = SamplingSearch(max_length_a=0.0, max_length_b=6, **options)
     tokens, _ = search(decoder, memory, padding, **IDS)
     assert tokens.shape == (400, 6)  # eos is outside every set above: all run to the limit
     assert set(tokens.unique().tolist()) == allowed
@@ -286,7 +286,7 @@ def test_untruncated_sampling_reaches_every_token():
     decoder = FixedDecoder([1e-3, 0.05, 0.05, 0.2, 0.3, 0.25, 0.15])
     memory, padding = torch.zeros(400, 1, 4), torch.zeros(400, 1, dtype=torch.bool)
     torch.manual_seed(2)
-    tokens, scores = SamplingSearch(maxlen_a=0.0, maxlen_b=6)(decoder, memory, padding, **IDS)
+    tokens, scores = SamplingSearch(max_length_a=0.0, max_length_b=6)(decoder, memory, padding, **IDS)
     assert set(tokens.unique().tolist()) == {PAD, UNK, BOS, 4, 5, 6}  # pad: short sentences
     # Scores are the model's log-probs of the sampled sequence, eos included.
     lp = torch.log_softmax(decoder.logits, dim=-1)

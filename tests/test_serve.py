@@ -10,7 +10,7 @@ import pytest
 from helpers import tiny_config, write_config
 from paragen.cli import main
 from paragen.serving.app import create_app
-from paragen.tasks.loading import load_trained_task
+from paragen.tasks.build import load_trained_task
 
 
 @pytest.fixture(scope="module")

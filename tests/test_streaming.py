@@ -1,13 +1,13 @@
 """Streaming data: lazy shards, every line exactly once across ranks × workers, training."""
 import pytest
-
 from helpers import tiny_config, torchrun_train, write_config
+
+from paragen.checkpoint import load_checkpoint
 from paragen.cli import main
-from paragen.commands.train import build_task
 from paragen.dataloaders import StreamingDataLoader
 from paragen.datasets import StreamingParallelDataset, read_lines
 from paragen.errors import DataError
-from paragen.trainers.checkpoint import load_checkpoint
+from paragen.tasks.build import build_task
 
 SHARD_SIZES = (110, 97, 93)  # 300 lines, uneven shards and uneven reader shares
 

@@ -3,13 +3,13 @@ import copy
 
 import pytest
 import torch
-
 from helpers import tiny_config, write_pairs
-from paragen.commands.train import build_task
+
+from paragen.checkpoint import average_states, load_checkpoint, save_checkpoint
 from paragen.criteria.cross_entropy import label_smoothed_nll
 from paragen.lr_schedulers import Cosine, InverseSquareRoot, Polynomial
+from paragen.tasks.build import build_task
 from paragen.trainers import Trainer
-from paragen.trainers.checkpoint import average_states, load_checkpoint, save_checkpoint
 
 
 def _train(config):
@@ -94,7 +94,7 @@ def test_overfits_a_small_corpus_and_decodes_it(small_corpus, tmp_path):
                          assess_by="valid.loss")
     config["task"]["model"]["d_model"] = 64
     config["task"]["criterion"]["epsilon"] = 0.0
-    config["task"]["generator"]["search"]["maxlen_b"] = 40
+    config["task"]["generator"]["search"]["max_length_b"] = 40
     task, result = _train(config)
     outputs = task.translate(pairs["de"])
     exact = sum(o == t for o, t in zip(outputs, pairs["en"]))

@@ -14,7 +14,7 @@ import re
 import torch
 
 from paragen.errors import ConfigError
-from paragen.trainers.checkpoint import average_states, load_checkpoint, save_checkpoint
+from paragen.checkpoint import average_states, load_checkpoint, save_checkpoint
 
 STEP_CHECKPOINT = re.compile(r"checkpoint_(\d+)\.pt$")
 STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -28,7 +28,11 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
+from paragen.datasets import read_lines
 from paragen.errors import ConfigError
+from paragen.model_folder import is_exported, read_manifest, stored_config
+from paragen.samplers import BucketSampler
+from paragen.tasks.build import load_trained_task
 
 AR_SETTINGS = [("greedy", {"search": {"class": "GreedySearch"}}),
                ("beam4", {"search": {"class": "BeamSearch", "beam_size": 4}})]
@@ -78,8 +82,6 @@ def time_batch1(task, split: Dict[str, Any]) -> Dict[str, float]:
 
 
 def time_batched(task, split: Dict[str, Any], batch_tokens: int, repeats: int) -> Dict[str, float]:
-    from paragen.samplers import BucketSampler
-
     sampler = BucketSampler(max_tokens=batch_tokens, shuffle=False)
     batches = [task.collate(b, split)["src"] for b in sampler.batches(split["lengths"])]
     passes = []
@@ -94,10 +96,7 @@ def time_batched(task, split: Dict[str, Any], batch_tokens: int, repeats: int) -
 
 
 def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
-    from paragen.exporting.runtime import read_manifest
-    from paragen.tasks.loading import is_exported, stored_config
-
-    task_config = stored_config(model)[0]["task"]
+    task_config = stored_config(model)["task"]
     generator = task_config.get("generator") or {}
     engine, exported = "", is_exported(model)
     ctc = bool(task_config["model"].get("ctc_upsample"))
@@ -116,8 +115,6 @@ def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
 
 def build_for(model: str, setting: Dict[str, Any], quantize: bool, device: str,
               precision: str):
-    from paragen.tasks.loading import load_trained_task
-
     overrides = [f"task.generator.{k}={v}" for k, v in setting.items() if k != "search"]
     overrides += [f"env.device={device}", f"env.precision={precision}"]
     task = load_trained_task(model, "infer", overrides, search=setting.get("search"))
@@ -130,9 +127,6 @@ def build_for(model: str, setting: Dict[str, Any], quantize: bool, device: str,
 
 
 def run(args: argparse.Namespace) -> int:
-    from paragen.datasets import read_lines
-    from paragen.tasks.loading import is_exported
-
     if args.device.startswith("cuda") and (args.quantize or any(is_exported(m) for m in args.model)):
         raise ConfigError("--device cuda: int8 quantization and exported models run on the "
                           "CPU only; leave out --quantize and exported model folders")
@@ -163,8 +157,6 @@ def build_systems(args: argparse.Namespace, lines: List[str]) -> List[Dict[str, 
     """Every (model, setting, precision, int8, threads) built and warmed up once, so that
     rounds can visit them in turn: a machine that slows down for a minute then slows every
     system in that round, not just the one being timed, and the ratios survive."""
-    from paragen.tasks.loading import is_exported
-
     systems = []
     for model in args.model:
         kind, settings = settings_for(model)

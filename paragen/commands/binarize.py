@@ -14,7 +14,10 @@ from typing import Iterator, List
 
 from tqdm import tqdm
 
+from paragen.datasets import iter_line_chunks
+from paragen.datasets.binarized import write_binarized
 from paragen.errors import DataError
+from paragen.tokenizers import SentencePieceTokenizer
 
 CHUNK_LINES = 50_000
 
@@ -26,7 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_chunks(path: str, size: int = CHUNK_LINES) -> Iterator[List[str]]:
-    from paragen.datasets import iter_line_chunks
 
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
@@ -41,8 +43,6 @@ def _encoded_chunks(path: str, tokenizer, progress) -> Iterator[List[List[int]]]
 
 
 def run(args: argparse.Namespace) -> int:
-    from paragen.datasets.binarized import write_binarized
-    from paragen.tokenizers import SentencePieceTokenizer
 
     tokenizer = SentencePieceTokenizer(args.tokenizer)
     with open(args.tokenizer, "rb") as f:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from paragen.datasets import read_lines
+from paragen.tokenizers import SentencePieceTokenizer
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", required=True, help="text files to learn from")
@@ -14,8 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from paragen.datasets import read_lines
-    from paragen.tokenizers import SentencePieceTokenizer
 
     for path in args.input:
         read_lines(path)  # fail early, with file and line, on missing or non-UTF-8 input

@@ -13,7 +13,8 @@ import os
 from tqdm import tqdm
 
 from paragen.datasets import read_lines
-from paragen.tasks.loading import load_trained_task, search_for_beam
+from paragen.errors import DataError
+from paragen.tasks.build import load_trained_task, search_for_beam
 
 CHUNK_LINES = 2000
 
@@ -43,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
     lines = read_lines(args.input)
     done = completed_lines(args.output)
     if done > len(lines):
-        from paragen.errors import DataError
         raise DataError(f"{args.output}: has {done} lines but {args.input} only {len(lines)}")
     task = load_trained_task(args.model, "infer", search=search_for_beam(args.beam),
                              overrides=["task.dataloader.infer.class=DataLoader",

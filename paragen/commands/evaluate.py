@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 
 from paragen.errors import ConfigError
-from paragen.tasks.loading import load_trained_task, search_for_beam
+from paragen.model_folder import stored_config
+from paragen.tasks.build import load_trained_task, search_for_beam
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input or args.reference:
         if not (args.input and args.reference):
             raise ConfigError("--input and --reference go together")
-        from paragen.tasks.loading import stored_config
-
-        task_cfg = stored_config(args.model)[0]["task"]
+        task_cfg = stored_config(args.model)["task"]
         data = {"test": {"class": "ParallelTextDataset",
                          "path": {task_cfg["src"]: args.input, task_cfg["tgt"]: args.reference}}}
     overrides = list(args.overrides)

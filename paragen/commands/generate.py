@@ -10,8 +10,9 @@ import os
 import sys
 from typing import Iterator, List
 
+from paragen.datasets import iter_line_chunks
 from paragen.errors import DataError
-from paragen.tasks.loading import load_trained_task, search_for_beam
+from paragen.tasks.build import load_trained_task, search_for_beam
 
 CHUNK_LINES = 10_000
 
@@ -46,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _chunks(path: str | None) -> Iterator[List[str]]:
-    from paragen.datasets import iter_line_chunks
 
     if path is None:
         yield from iter_line_chunks(sys.stdin.buffer, "<stdin>", CHUNK_LINES)

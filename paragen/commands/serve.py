@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise ConfigError("serving needs the serve extra: pip install 'paragen[serve]'") from None
     from paragen.serving.app import create_app
-    from paragen.tasks.loading import load_trained_task, search_for_beam
+    from paragen.tasks.build import load_trained_task, search_for_beam
 
     task = load_trained_task(args.model, "infer", args.overrides, libs=args.lib,
                              search=search_for_beam(args.beam))

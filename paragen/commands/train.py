@@ -6,8 +6,7 @@ import json
 from typing import Any, Dict, List, Optional
 
 from paragen.config import load_config
-from paragen.env import build_env
-from paragen.registry import build
+from paragen.tasks.build import build_task
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,15 +33,3 @@ def run_config(config_path: Optional[str], libs: List[str], overrides: List[str]
     if task.env.is_main:
         print(json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float))}))
     return result
-
-
-def build_task(config: Dict[str, Any], libs: List[str] = (), base_dir: str = "."):
-    env_config = dict(config.get("env") or {})
-    env_config["custom_libs"] = _split_libs(env_config.get("custom_libs", [])) + _split_libs(libs)
-    env = build_env(env_config).setup()
-    return build("task", config["task"], "task", env=env, config=config, base_dir=base_dir).build()
-
-
-def _split_libs(libs) -> List[str]:
-    items = libs.split(",") if isinstance(libs, str) else list(libs)
-    return [part for item in items for part in str(item).split(",") if part]

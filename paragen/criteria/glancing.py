@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from paragen.criteria.cross_entropy import label_smoothed_nll
+from paragen.errors import ConfigError
+from paragen.interfaces import NATModel
 from paragen.models.ctc import ctc_loss_from_logits, min_slots
 from paragen.registry import register_criterion
 
@@ -41,10 +43,11 @@ class GlanceSchedule(nn.Module):
 
     def run_model(self, model: nn.Module, batch: Dict[str, torch.Tensor], ctc: bool):
         """The model's output (through DDP's wrapper if any) and the bare model."""
-        bare = getattr(model, "module", model)
-        if bool(getattr(bare, "ctc_upsample", 0)) != ctc:
-            raise ValueError(f"task.criterion: {type(self).__name__} needs a GLAT with "
-                             f"ctc_upsample {'> 0' if ctc else '= 0'} (task.model.ctc_upsample)")
+        bare = getattr(model, "module", model)  # DDP's wrapper holds the model as .module
+        if not isinstance(bare, NATModel) or bool(bare.ctc_upsample) != ctc:
+            raise ConfigError(f"task.criterion: {type(self).__name__} needs a GLAT with "
+                              f"ctc_upsample {'> 0' if ctc else '= 0'} (task.model.ctc_upsample), "
+                              f"got {type(bare).__name__}")
         ratio = self.glance_ratio if model.training else 0.0
         return model(batch["src"], batch["target"], glance_ratio=ratio), bare
 

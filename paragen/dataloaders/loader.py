@@ -19,6 +19,8 @@ from paragen.registry import register_dataloader
 class DataLoader:
     """Yields collated batches for an epoch, optionally starting after `start` batches."""
 
+    rank_local = False  # every DDP rank sees the same batches and trains on its slice
+
     def __init__(self, num_workers: int = 0, *, samples: Sequence, lengths: Sequence[int],
                  sampler: Any, collate_fn: Callable[[List[Any]], Any]) -> None:
         if len(samples) != len(lengths):

@@ -26,11 +26,13 @@ class TransformerDecoder(nn.Module):
                  embed: Optional[nn.Embedding] = None, share_output_embedding: bool = True):
         super().__init__()
         self.d_model, self.pad_id, self.causal = d_model, pad_id, causal
+        self.max_positions = max_positions  # a search clamps output lengths to fit
         self.embed = TokenEmbedding(vocab_size, d_model, pad_id, max_positions, learned_positions,
                                     dropout, embed)
         self.layers = nn.ModuleList(
             TransformerLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout,
-                             activation_dropout, activation, pre_norm, cross_attention=True) for _ in range(num_layers))
+                             activation_dropout, activation, pre_norm, cross_attention=True)
+            for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
         self.output_projection = nn.Linear(d_model, vocab_size, bias=False)
         if share_output_embedding:

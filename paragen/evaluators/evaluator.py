@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import torch
 
+import paragen.metrics  # noqa: F401  (registers the metrics a config names)
 from paragen.registry import build, register_evaluator
 
 logger = logging.getLogger("paragen")

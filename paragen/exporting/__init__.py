@@ -1,4 +1,2 @@
-"""`paragen export`: a trained model as ONNX or TorchScript graphs, and the runtime that runs them."""
-from paragen.exporting.runtime import ExportedModel
-
-__all__ = ["ExportedModel"]
+"""`paragen export`: write a trained model as ONNX or TorchScript graphs (run by
+`paragen.models.exported.ExportedModel`)."""

@@ -7,7 +7,6 @@ written.
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -18,12 +17,12 @@ from typing import Any, Dict, List
 
 import torch
 
+from paragen.decoders import TransformerDecoder
 from paragen.errors import ConfigError
-from paragen.exporting.graphs import (DYNAMIC_AXES, GRAPHS, INPUT_NAMES, OUTPUT_NAMES,
-                                      example_inputs)
-from paragen.exporting.runtime import MANIFEST, SUFFIX
-from paragen.tasks.loading import load_trained_task, resolve_checkpoint
-from paragen.trainers.checkpoint import load_checkpoint
+from paragen.exporting.graphs import DYNAMIC_AXES, GRAPHS, INPUT_NAMES, OUTPUT_NAMES, example_inputs
+from paragen.interfaces import NATModel
+from paragen.model_folder import MANIFEST, SUFFIX, resolve_checkpoint, stored_config
+from paragen.tasks.build import load_trained_task
 
 logger = logging.getLogger("paragen")
 ONNX_OPSET = 17
@@ -46,8 +45,8 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
     checkpoint = resolve_checkpoint(model)
     task = load_trained_task(checkpoint, "infer", libs=libs)
     net = task.model.eval()
-    family = "nat" if hasattr(net, "predict_slots") else "ar"
-    if family == "ar" and not hasattr(net.decoder, "layers"):
+    family = "nat" if isinstance(net, NATModel) else "ar"
+    if family == "ar" and not isinstance(getattr(net, "decoder", None), TransformerDecoder):
         raise ConfigError(f"{model}: export supports Seq2Seq (Transformer) and GLAT-style models")
     manifest = {"format": fmt, "family": family, "graphs": list(GRAPHS[family]),
                 "quantized": "int8" if quantize else None,
@@ -109,7 +108,7 @@ def _family_settings(net: torch.nn.Module, family: str) -> Dict[str, Any]:
 
 def _runtime_config(checkpoint: str) -> Dict[str, Any]:
     """The stored config for inference: no training parts, the model replaced by the graphs."""
-    config = copy.deepcopy(load_checkpoint(checkpoint)["config"])
+    config = stored_config(checkpoint)
     task = config["task"]
     for key in ("trainer", "criterion", "data", "dataloader"):
         task.pop(key, None)

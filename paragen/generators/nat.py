@@ -29,6 +29,9 @@ from typing import Literal, Optional, Tuple
 import torch
 from torch import nn
 
+from paragen.errors import ConfigError
+from paragen.interfaces import NATModel
+from paragen.models.loading import load_trained_model
 from paragen.registry import register_generator
 
 
@@ -46,16 +49,21 @@ class NATGenerator(nn.Module):
         if refine_steps < 0 or not 0.0 <= refine_keep < 1.0:
             raise ValueError(f"{config_path}: refine_steps must be ≥ 0 and refine_keep in "
                              f"[0, 1), got {refine_steps} and {refine_keep}")
-        if refine_steps and not getattr(model, "supports_refinement", True):
+        if not isinstance(model, NATModel):
+            raise ConfigError(f"{config_path}.class: NATGenerator needs a NAT model (GLAT, or a "
+                              f"class with encode/predict_slots), got {type(model).__name__}; "
+                              f"use SequenceGenerator for AR models")
+        if refine_steps and not model.supports_refinement:
             raise ValueError(f"{config_path}.refine_steps: this model (an exported graph) "
                              f"decodes in one pass; refine with the PyTorch checkpoint")
         self.model, self.length_beam, self.length_candidates = model, length_beam, length_candidates
         self.refine_steps, self.refine_keep = refine_steps, refine_keep
         self.return_scores = return_scores
-        self.ctc_upsample, self.ctc_slot_step = getattr(model, "ctc_upsample", 0), ctc_slot_step
+        self.ctc_upsample, self.ctc_slot_step = model.ctc_upsample, ctc_slot_step
         self.remove_repeats = remove_repeats or bool(self.ctc_upsample)
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
-        self.reranker = load_reranker(reranker, pad_id) if reranker else None
+        self.reranker = load_reranker(reranker, pad_id, f"{config_path}.reranker") \
+            if reranker else None
 
     def candidate_lengths(self, length_logits: torch.Tensor, src_lengths: torch.Tensor
                           ) -> torch.Tensor:
@@ -137,14 +145,13 @@ def left_align(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     return aligned[:, :max(width, 1)]
 
 
-def load_reranker(path: str, pad_id: int):
+def load_reranker(path: str, pad_id: int, config_path: str = "task.generator.reranker"):
     """An AR teacher as a scoring function: mean log p(candidate + eos | source)."""
-    from paragen.tasks.loading import load_trained_task
-
-    teacher = load_trained_task(path, "infer").model.eval()
+    teacher = load_trained_model(path, config_path)
 
     @torch.inference_mode()
     def score(src: torch.Tensor, tokens: torch.Tensor, bos_id: int, eos_id: int) -> torch.Tensor:
+        teacher.to(src.device)  # a no-op after the first call
         body = left_align(tokens.masked_fill(tokens.eq(eos_id), pad_id), pad_id)
         lengths = body.ne(pad_id).sum(-1)
         target = torch.cat([body, torch.full_like(body[:, :1], pad_id)], dim=1)

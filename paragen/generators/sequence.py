@@ -6,6 +6,7 @@ from typing import Any, Dict, Tuple
 import torch
 from torch import nn
 
+import paragen.search  # noqa: F401  (registers the searches a config names)
 from paragen.registry import build, register_generator
 
 

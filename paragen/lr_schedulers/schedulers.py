@@ -20,6 +20,8 @@ from paragen.registry import register_lr_scheduler
 
 
 class LRScheduler:
+    needs_plan = False  # True: the schedule needs the trainer's planned number of updates
+
     def __init__(self, warmup_steps: int = 0, warmup_init_lr: float = 1e-7):
         self.warmup_steps, self.warmup_init_lr = warmup_steps, warmup_init_lr
 

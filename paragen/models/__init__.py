@@ -1,5 +1,6 @@
 """Models: the trainable network a criterion calls. Registered with `@register_model`."""
+from paragen.models.exported import ExportedModel
 from paragen.models.glat import GLAT
 from paragen.models.seq2seq import Seq2Seq
 
-__all__ = ["GLAT", "Seq2Seq"]
+__all__ = ["ExportedModel", "GLAT", "Seq2Seq"]

@@ -21,6 +21,7 @@ from typing import Any, Dict, Literal, Optional, Tuple
 import torch
 from torch import nn
 
+from paragen.checkpoint import load_model_weights
 from paragen.models.ctc import best_alignment, lattice_states
 from paragen.models.seq2seq import build_encoder_decoder
 from paragen.registry import register_model
@@ -28,6 +29,8 @@ from paragen.registry import register_model
 
 @register_model
 class GLAT(nn.Module):
+    supports_refinement = True  # predict_slots accepts fed-back tokens
+
     def __init__(self, encoder: Dict[str, Any], decoder: Dict[str, Any], d_model: int = 512,
                  share_embedding: Literal["all", "decoder", "none"] = "all",
                  decoder_input: Literal["uniform_copy", "unk"] = "uniform_copy",
@@ -57,7 +60,6 @@ class GLAT(nn.Module):
         self.unk_input = nn.Parameter(torch.randn(d_model) * d_model ** -0.5) \
             if decoder_input == "unk" else None
         if path:
-            from paragen.trainers.checkpoint import load_model_weights
             load_model_weights(self, path)
 
     # ------------------------------------------------------------------ lengths

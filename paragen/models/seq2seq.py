@@ -13,6 +13,9 @@ from typing import Any, Dict, Literal, Optional, Tuple
 import torch
 from torch import nn
 
+import paragen.decoders  # noqa: F401  (registers the decoders a config names)
+import paragen.encoders  # noqa: F401  (registers the encoders a config names)
+from paragen.checkpoint import load_model_weights
 from paragen.modules.layers import make_embedding
 from paragen.registry import build, register_model
 
@@ -49,7 +52,6 @@ class Seq2Seq(nn.Module):
             encoder, decoder, d_model, share_embedding, src_vocab_size, tgt_vocab_size, pad_id,
             config_path)
         if path:
-            from paragen.trainers.checkpoint import load_model_weights
             load_model_weights(self, path)
 
     def forward(self, src: torch.Tensor, prev_tokens: torch.Tensor,

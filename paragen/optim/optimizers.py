@@ -14,14 +14,14 @@ from torch import nn
 from paragen.registry import register_optimizer
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
-    """Biases and norm weights (1-D tensors) get no weight decay, as in BERT/fairseq."""
+def parameter_groups(model: nn.Module) -> List[Dict]:
+    """Biases and norm weights (1-D tensors) get no weight decay, as in BERT/fairseq; the
+    other group takes the optimizer's own `weight_decay` (its config value or its default)."""
     decay, no_decay = [], []
     for param in model.parameters():  # parameters() de-duplicates tied weights
         if param.requires_grad:
             (no_decay if param.dim() < 2 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 @register_optimizer

@@ -2,11 +2,11 @@
 and the one-hypothesis-per-sentence decoding loop that greedy and sampling both run.
 
 Length rules (identical for all searches, so that beam 1, greedy and top-k 1 agree exactly):
-  * sentence i may emit at most `max_len[i] = int(maxlen_a * src_len[i] + maxlen_b)` tokens
+  * sentence i may emit at most `max_len[i] = int(max_length_a·src_len[i] + max_length_b)` tokens
     before its eos, where `src_len[i]` counts its non-pad source tokens (per sentence, not per
     batch, so padding never changes a sentence's output);
   * at step `max_len[i]` only eos is allowed (forced, and scored with the model's eos log-prob);
-  * before step `min_len` eos is blocked, unless it is forced;
+  * before step `min_length` eos is blocked, unless it is forced;
   * pad is never generated.
 """
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
+
+from paragen.interfaces import StepDecoder
 
 Cache = List[dict]
 
@@ -32,15 +34,15 @@ def select_rows(cache: Cache, index: torch.Tensor) -> None:
 
 
 def decoder_max_positions(decoder: nn.Module) -> Optional[int]:
-    """The decoder's position table size, if it exposes one: lengths are clamped to fit it."""
-    if hasattr(decoder, "max_positions"):  # an exported decoder states it
-        return int(decoder.max_positions)
-    positions = getattr(getattr(decoder, "embed", None), "positions", None)
-    weight = getattr(positions, "weight", None)
-    return None if weight is None else int(weight.size(0))
+    """The decoder's position table size (`StepDecoder.max_positions`): lengths fit in it."""
+    return int(decoder.max_positions) if isinstance(decoder, StepDecoder) else None
 
 
 class Search(nn.Module):
+    # Older configs and model folders still load (the names are now max_length* everywhere).
+    renamed_keys = {"maxlen_a": "max_length_a", "maxlen_b": "max_length_b",
+                    "min_len": "min_length"}
+
     """Holds the length settings and applies the length/eos/pad rules to step log-probs.
 
     Finished sentences leave the batch (their rows are dropped from the memory and the cache)
@@ -52,12 +54,13 @@ class Search(nn.Module):
 
     COMPACT_SHARE = 0.25
 
-    def __init__(self, maxlen_a: float = 1.2, maxlen_b: int = 10, min_len: int = 0):
+    def __init__(self, max_length_a: float = 1.2, max_length_b: int = 10, min_length: int = 0):
         super().__init__()
-        if maxlen_a < 0 or maxlen_b < 0 or min_len < 0:
-            raise ValueError(f"maxlen_a ({maxlen_a}), maxlen_b ({maxlen_b}) and min_len "
-                             f"({min_len}) must be non-negative")
-        self.maxlen_a, self.maxlen_b, self.min_len = float(maxlen_a), int(maxlen_b), int(min_len)
+        if max_length_a < 0 or max_length_b < 0 or min_length < 0:
+            raise ValueError(f"max_length_a ({max_length_a}), max_length_b ({max_length_b}) and "
+                             f"min_length ({min_length}) must be non-negative")
+        self.max_length_a, self.max_length_b = float(max_length_a), int(max_length_b)
+        self.min_length = int(min_length)
 
     def max_lengths(self, decoder: nn.Module, memory_padding: torch.Tensor) -> torch.Tensor:
         """(B,) longest output (eos excluded) per sentence, from its own source length.
@@ -67,7 +70,7 @@ class Search(nn.Module):
         limit is clamped to the position table.
         """
         src_len = (~memory_padding).sum(1, dtype=torch.float64)
-        max_len = (self.maxlen_a * src_len + self.maxlen_b).long()
+        max_len = (self.max_length_a * src_len + self.max_length_b).long()
         table = decoder_max_positions(decoder)
         return max_len if table is None else max_len.clamp_(max=table - 1)
 
@@ -80,7 +83,7 @@ class Search(nn.Module):
         """
         lprobs[:, pad_id] = -torch.inf
         forced = row_max_len.le(step) if step >= min_max_len else None
-        if step < self.min_len:
+        if step < self.min_length:
             if forced is None:
                 lprobs[:, eos_id] = -torch.inf
             else:
@@ -147,4 +150,5 @@ class IncrementalSearch(Search):
         return out[:, :int(out.ne(pad_id).sum(1).max())], out_scores
 
     def extra_repr(self) -> str:
-        return f"maxlen_a={self.maxlen_a}, maxlen_b={self.maxlen_b}, min_len={self.min_len}"
+        return (f"max_length_a={self.max_length_a}, max_length_b={self.max_length_b}, "
+                f"min_length={self.min_length}")

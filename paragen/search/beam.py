@@ -32,9 +32,9 @@ from paragen.search.base import Search, select_rows, step_log_probs
 
 @register_search
 class BeamSearch(Search):
-    def __init__(self, beam_size: int = 4, lenpen: float = 1.0, maxlen_a: float = 1.2,
-                 maxlen_b: int = 10, min_len: int = 0):
-        super().__init__(maxlen_a, maxlen_b, min_len)
+    def __init__(self, beam_size: int = 4, lenpen: float = 1.0, max_length_a: float = 1.2,
+                 max_length_b: int = 10, min_length: int = 0):
+        super().__init__(max_length_a, max_length_b, min_length)
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         self.beam_size, self.lenpen = beam_size, float(lenpen)
@@ -129,5 +129,5 @@ class BeamSearch(Search):
         return out[:, :int(out.ne(pad_id).sum(1).max())], out_scores
 
     def extra_repr(self) -> str:
-        return (f"beam_size={self.beam_size}, lenpen={self.lenpen}, maxlen_a={self.maxlen_a}, "
-                f"maxlen_b={self.maxlen_b}, min_len={self.min_len}")
+        return (f"beam_size={self.beam_size}, lenpen={self.lenpen}, max_length_a={self.max_length_a}, "
+                f"max_length_b={self.max_length_b}, min_length={self.min_length}")

@@ -11,8 +11,8 @@ from paragen.search.base import IncrementalSearch
 class GreedySearch(IncrementalSearch):
     """Argmax decoding; the loop, length rules and early exit live in `IncrementalSearch`."""
 
-    def __init__(self, maxlen_a: float = 1.2, maxlen_b: int = 10, min_len: int = 0):
-        super().__init__(maxlen_a, maxlen_b, min_len)
+    def __init__(self, max_length_a: float = 1.2, max_length_b: int = 10, min_length: int = 0):
+        super().__init__(max_length_a, max_length_b, min_length)
 
     def choose(self, lprobs: torch.Tensor) -> torch.Tensor:
         return lprobs.argmax(dim=-1)

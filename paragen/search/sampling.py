@@ -15,8 +15,8 @@ from paragen.search.base import IncrementalSearch
 @register_search
 class SamplingSearch(IncrementalSearch):
     def __init__(self, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0,
-                 maxlen_a: float = 1.2, maxlen_b: int = 10, min_len: int = 0):
-        super().__init__(maxlen_a, maxlen_b, min_len)
+                 max_length_a: float = 1.2, max_length_b: int = 10, min_length: int = 0):
+        super().__init__(max_length_a, max_length_b, min_length)
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 disables it), got {top_k}")
         if not 0.0 < top_p <= 1.0:

@@ -20,9 +20,12 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from paragen.datasets.binarized import WrappedIds
 from paragen.errors import ConfigError
 from paragen.evaluators import generate_in_order
+from paragen.interfaces import ColumnDataset, StreamingDataset, TokenArrayDataset
 from paragen.registry import build, lookup, register_task
+from paragen.tokenizers import build_tokenizers
 
 logger = logging.getLogger("paragen")
 
@@ -35,25 +38,28 @@ _DEFAULT_LOADERS = {
 
 @register_task
 class TranslationTask:
+    renamed_keys = {"maxlen": "max_length"}  # older configs and model folders still load
+
     def __init__(self, src: str, tgt: str, tokenizer: Dict[str, Any], model: Dict[str, Any],
                  data: Dict[str, Dict[str, Any]] = None, dataloader: Dict[str, Any] = None,
                  criterion: Dict[str, Any] = None, trainer: Dict[str, Any] = None,
                  generator: Dict[str, Any] = None, evaluator: Dict[str, Any] = None,
-                 mode: Literal["train", "evaluate", "infer"] = "train", maxlen: int = 256,
+                 mode: Literal["train", "evaluate", "infer"] = "train", max_length: int = 256,
                  output_dir: Optional[str] = None, *, env, config: Dict[str, Any],
                  base_dir: str = "."):
-        self.src, self.tgt, self.mode, self.maxlen, self.env = src, tgt, mode, maxlen, env
+        self.src, self.tgt, self.mode, self.max_length, self.env = src, tgt, mode, max_length, env
         self.config, self.base_dir = config, base_dir
-        self.cfg = {"tokenizer": tokenizer, "model": model, "data": data or {},
+        self.sections = {"tokenizer": tokenizer, "model": model, "data": data or {},
                     "dataloader": dataloader or {}, "criterion": criterion,
                     "trainer": trainer, "generator": generator, "evaluator": evaluator}
         self.output_dir = output_dir
 
     # ------------------------------------------------------------------ build
     def build(self) -> "TranslationTask":
-        self._build_tokenizers()
+        self.src_tokenizer, self.tgt_tokenizer = build_tokenizers(
+            self.sections["tokenizer"], self.src, self.tgt, self.base_dir)
         pad = self.tgt_tokenizer.pad_id
-        self.model = build("model", self.cfg["model"], "task.model",
+        self.model = build("model", self.sections["model"], "task.model",
                            src_vocab_size=self.src_tokenizer.vocab_size,
                            tgt_vocab_size=self.tgt_tokenizer.vocab_size, pad_id=pad)
         self.model.to(self.env.device)
@@ -64,45 +70,27 @@ class TranslationTask:
             self.model.to(self.env.amp_dtype)
         logger.info("model %s: %.2fM parameters", type(self.model).__name__,
                     sum(p.numel() for p in self.model.parameters()) / 1e6)
-        self.generator = build("generator", self.cfg["generator"] or {"class": "SequenceGenerator"},
+        self.generator = build("generator", self.sections["generator"] or {"class": "SequenceGenerator"},
                                "task.generator", model=self.model, bos_id=self.tgt_tokenizer.bos_id,
                                eos_id=self.tgt_tokenizer.eos_id, pad_id=pad)
         if self.mode == "infer":
             return self
-        self.evaluator = build("evaluator", self.cfg["evaluator"] or {"class": "Evaluator"},
+        self.evaluator = build("evaluator", self.sections["evaluator"] or {"class": "Evaluator"},
                                "task.evaluator")
-        self.splits = {name: self._load_split(name, cfg) for name, cfg in self.cfg["data"].items()}
+        self.splits = {name: self._load_split(name, cfg) for name, cfg in self.sections["data"].items()}
         self.loaders = {name: self._build_loader(name) for name in self.splits}
         if self.mode == "train":
             if "train" not in self.splits:
                 raise ConfigError("task.data.train: training needs a 'train' split")
             self.train_loader = self.loaders["train"]
-            self.criterion = build("criterion", self.cfg["criterion"] or
+            self.criterion = build("criterion", self.sections["criterion"] or
                                    {"class": "LabelSmoothedCrossEntropy"}, "task.criterion",
                                    pad_id=pad)
-            if self.cfg["trainer"] is None:
+            if self.sections["trainer"] is None:
                 raise ConfigError("task.trainer: training needs a trainer section")
-            self.trainer = build("trainer", self.cfg["trainer"], "task.trainer", env=self.env)
+            self.trainer = build("trainer", self.sections["trainer"], "task.trainer", env=self.env)
             self._make_model_dir(self.trainer.save_dir)
         return self
-
-    def _build_tokenizers(self) -> None:
-        cfg = self.cfg["tokenizer"]
-        if "class" in cfg:  # one joint tokenizer
-            self.src_tokenizer = self.tgt_tokenizer = self._tokenizer(cfg, "task.tokenizer")
-        else:
-            missing = [lang for lang in (self.src, self.tgt) if lang not in cfg]
-            if missing:
-                raise ConfigError(f"task.tokenizer: give one tokenizer (with 'class') or one per "
-                                  f"language; missing {missing}")
-            self.src_tokenizer = self._tokenizer(cfg[self.src], f"task.tokenizer.{self.src}")
-            self.tgt_tokenizer = self._tokenizer(cfg[self.tgt], f"task.tokenizer.{self.tgt}")
-
-    def _tokenizer(self, cfg: Dict[str, Any], path: str):
-        cfg = dict(cfg)
-        if "model" in cfg:  # relative to the model folder when loaded from a checkpoint
-            cfg["model"] = os.path.join(self.base_dir, cfg["model"])
-        return build("tokenizer", cfg, path)
 
     def _make_model_dir(self, save_dir: str) -> None:
         """Copy tokenizer models next to the checkpoints and point the stored config at them,
@@ -121,14 +109,14 @@ class TranslationTask:
     # ------------------------------------------------------------------ data
     def _load_split(self, name: str, cfg: Dict[str, Any]) -> Dict[str, Any]:
         dataset = build("dataset", cfg, f"task.data.{name}")
-        if getattr(dataset, "streaming", False):  # read, tokenized and batched lazily
+        if isinstance(dataset, StreamingDataset) and dataset.streaming:  # read lazily
             if name != "train":
                 raise ConfigError(f"task.data.{name}: streaming datasets are for training; "
                                   f"use ParallelTextDataset for {name}")
             return {"streaming": dataset}
-        if hasattr(dataset, "token_array"):  # binarized: ids stay on disk, read per batch
+        if isinstance(dataset, TokenArrayDataset):  # binarized: ids stay on disk
             return self._binarized_split(dataset)
-        if hasattr(dataset, "lines"):  # column access: no per-sample dicts built
+        if isinstance(dataset, ColumnDataset):  # column access: no per-sample dicts built
             sources, targets = dataset.lines(self.src), dataset.lines(self.tgt)
         else:
             sources = [sample[self.src] for sample in dataset]
@@ -140,7 +128,7 @@ class TranslationTask:
                split: str = "input") -> Dict[str, Any]:
         """Token id tensors: source ids + eos; target bos + ids + eos (sliced by `collate`)."""
         eos, bos = self.src_tokenizer.eos_id, self.tgt_tokenizer.bos_id
-        limit = self.maxlen - 1
+        limit = self.max_length - 1
         src_ids = self.src_tokenizer.encode_batch(sources)
         truncated = sum(len(ids) > limit for ids in src_ids)
         encoded = {"src": [torch.tensor(ids[:limit] + [eos]) for ids in src_ids]}
@@ -152,21 +140,19 @@ class TranslationTask:
                               for ids in tgt_ids]
             lengths = [max(s, len(t) - 1) for s, t in zip(lengths, encoded["tgt"])]
         if truncated:
-            logger.warning("%s: %d sentence(s) longer than maxlen %d tokens were truncated",
-                           split, truncated, self.maxlen)
+            logger.warning("%s: %d sentence(s) longer than max_length %d tokens were truncated",
+                           split, truncated, self.max_length)
         encoded["lengths"] = lengths
         return encoded
 
     def _binarized_split(self, dataset) -> Dict[str, Any]:
         """Ids are memory-mapped and wrapped with eos/bos on access; no reference text, so
         such a split gives a loss (and is meant for training), not BLEU."""
-        from paragen.datasets.binarized import WrappedIds
-
         src, tgt = dataset.token_array(self.src), dataset.token_array(self.tgt)
-        limit = self.maxlen - 1
+        limit = self.max_length - 1
         if max(src.lengths.max(initial=0), tgt.lengths.max(initial=0)) > limit:
-            raise ConfigError(f"task.maxlen: binarized data has sentences longer than {limit} "
-                              f"tokens; raise maxlen or filter the corpus (paragen clean)")
+            raise ConfigError(f"task.max_length: binarized data has sentences longer than {limit} "
+                              f"tokens; raise max_length or filter the corpus (paragen clean)")
         eos, bos = self.src_tokenizer.eos_id, self.tgt_tokenizer.bos_id
         return {"src": WrappedIds(src, [], [eos]),
                 "tgt": WrappedIds(tgt, [bos], [self.tgt_tokenizer.eos_id]),
@@ -189,7 +175,7 @@ class TranslationTask:
         if "streaming" in split:
             return self._build_streaming_loader(name, split["streaming"])
         default = _DEFAULT_LOADERS["train" if name == "train" else "eval"]
-        cfg = dict(self.cfg["dataloader"].get(name) or default)
+        cfg = dict(self.sections["dataloader"].get(name) or default)
         sampler = build("sampler", cfg.pop("sampler", default["sampler"]),
                         f"task.dataloader.{name}.sampler")
         return build("dataloader", cfg, f"task.dataloader.{name}",
@@ -197,9 +183,9 @@ class TranslationTask:
                      sampler=sampler, collate_fn=lambda idx: self.collate(idx, split))
 
     def _build_streaming_loader(self, name: str, dataset):
-        cfg = dict(self.cfg["dataloader"].get(name) or {"class": "StreamingDataLoader"})
+        cfg = dict(self.sections["dataloader"].get(name) or {"class": "StreamingDataLoader"})
         path = f"task.dataloader.{name}"
-        if not getattr(lookup("dataloader", cfg.get("class"), path), "rank_local", False):
+        if not lookup("dataloader", cfg.get("class"), path).rank_local:
             raise ConfigError(f"{path}.class: a streaming dataset needs a streaming loader "
                               f"(StreamingDataLoader), got {cfg.get('class')}")
         return build("dataloader", cfg, path, dataset=dataset, encode=self.encode,

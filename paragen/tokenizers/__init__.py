@@ -1,4 +1,5 @@
 """Tokenizers: text ↔ integer ids. Importing this package registers its classes."""
+from paragen.tokenizers.build import build_tokenizers
 from paragen.tokenizers.sentencepiece import SentencePieceTokenizer
 
-__all__ = ["SentencePieceTokenizer"]
+__all__ = ["SentencePieceTokenizer", "build_tokenizers"]

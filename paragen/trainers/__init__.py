@@ -1,4 +1,4 @@
 """Trainers: the optimisation loop. Registered with `@register_trainer`."""
-from paragen.trainers.trainer import Trainer, TrainingInterrupted
+from paragen.trainers.trainer import Trainer
 
-__all__ = ["Trainer", "TrainingInterrupted"]
+__all__ = ["Trainer"]

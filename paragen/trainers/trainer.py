@@ -1,8 +1,8 @@
 """The training loop: accumulate → clip → step → schedule, validate, checkpoint, resume.
 
-What the trainer needs from a task (duck-typed, see `TranslationTask`):
+What the trainer needs from a task (see `TranslationTask`):
     task.model, task.criterion       the network and its loss
-    task.train_loader                `.epoch_batches(epoch, start)` and `.num_batches(epoch)`
+    task.train_loader                a `paragen.interfaces.BatchLoader`
     task.validate()                  {"valid.loss": ..., "valid.bleu": ...}
     task.config                      the resolved config, stored in every checkpoint
 """
@@ -20,17 +20,15 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 from tqdm import tqdm
 
-from paragen.errors import ParagenError
+from paragen.checkpoint import (load_checkpoint, load_matching_weights, model_state, rng_state,
+                                save_checkpoint, set_rng_state)
+import paragen.lr_schedulers  # noqa: F401  (registers the schedules a config names)
+from paragen.errors import ParagenError, TrainingInterrupted
+from paragen.interfaces import ProgressAware
 from paragen.optim import parameter_groups
 from paragen.registry import build, register_trainer
-from paragen.trainers.checkpoint import (load_checkpoint, load_matching_weights, model_state,
-                                         rng_state, save_checkpoint, set_rng_state)
 
 logger = logging.getLogger("paragen")
-
-
-class TrainingInterrupted(ParagenError):
-    """Ctrl-C / SIGTERM: a checkpoint was saved; rerunning the same command resumes."""
 
 
 @register_trainer
@@ -63,10 +61,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup and state
     def _build_optimization(self, model: torch.nn.Module) -> None:
-        config = dict(self.optimizer_config)
-        weight_decay = float(config.get("weight_decay", 0.0))
-        self.optimizer = build("optimizer", config, "task.trainer.optimizer",
-                               params=parameter_groups(model, weight_decay))
+        self.optimizer = build("optimizer", self.optimizer_config, "task.trainer.optimizer",
+                               params=parameter_groups(model))
         self.scheduler = build("lr_scheduler", self.scheduler_config, "task.trainer.lr_scheduler")
         self.scaler = torch.amp.GradScaler(enabled=self.env.precision == "fp16")
 
@@ -113,12 +109,12 @@ class Trainer:
                     "cuda") else None, find_unused_parameters=False)
         if self.compile:  # dynamic: batch shapes change every step
             self.network = torch.compile(self.network, dynamic=True)
-        self.rank_local = getattr(task.train_loader, "rank_local", False)
+        self.rank_local = task.train_loader.rank_local
         epoch_batches = task.train_loader.num_batches(0)  # None when streaming
         per_epoch = -(-epoch_batches // self.update_freq) if epoch_batches else None
         self.total_steps = self.max_steps or (self.max_epochs * per_epoch
                                               if self.max_epochs and per_epoch else None)
-        if getattr(self.scheduler, "needs_plan", False) and not (self.total_steps
+        if self.scheduler.needs_plan and not (self.total_steps
                                                                  or self.max_minutes):
             raise ParagenError("task.trainer.lr_scheduler.total_steps: auto needs max_steps, "
                                "max_minutes, or max_epochs over a corpus of known length")
@@ -209,7 +205,7 @@ class Trainer:
         the world size because DDP averages gradients. Gradients are all-reduced only on a
         rank's last micro-batch (`no_sync` before), so N ranks equal N-fold accumulation.
         """
-        if hasattr(task.criterion, "set_progress"):  # schedules inside the loss (GLAT's ratio)
+        if isinstance(task.criterion, ProgressAware):  # schedules inside the loss (GLAT's ratio)
             task.criterion.set_progress(self.step, self.total_steps)
         world, rank = self.env.world_size, self.env.rank
         if self.rank_local:  # this rank's own batches; the token total is summed over ranks

@@ -1,4 +1,4 @@
-"""Run an exported model folder (`paragen export`) in place of the PyTorch model.
+"""An exported model folder (`paragen export`) run in place of the PyTorch model.
 
 `ExportedModel` is a registered model class: the folder's `export.json` holds the task config
 with `task.model` pointing here, so `paragen generate/evaluate/serve --model OUT` build the
@@ -9,36 +9,17 @@ ONNX graphs run on onnxruntime (extra `paragen[export]`), TorchScript ones on to
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from paragen.errors import DataError
+from paragen.model_folder import SUFFIX, read_manifest
 from paragen.models.glat import GLAT
 from paragen.registry import register_model
-
-MANIFEST = "export.json"
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
-
-
-def read_manifest(folder: str) -> Dict:
-    path = os.path.join(folder, MANIFEST)
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read the export manifest ({err})") from None
-    for key in ("format", "family", "graphs", "config"):
-        if key not in manifest:
-            raise DataError(f"{path}: key '{key}' missing")
-    if manifest["format"] not in SUFFIX:
-        raise DataError(f"{path}: format must be one of {sorted(SUFFIX)}, got "
-                        f"{manifest['format']!r}")
-    return manifest
 
 
 class GraphRunner:

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, safe loads, RNG capture, averaging.
+"""Checkpoint files: atomic writes, safe loads, weight loading, RNG capture, averaging.
 
 A checkpoint is a dict of tensors and plain Python values only, so it loads with
 `torch.load(weights_only=True)` — no pickled code runs when a file from elsewhere is opened.
@@ -35,14 +35,21 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> None:
         raise
 
 
-def load_checkpoint(path: str) -> Dict[str, Any]:
+def load_checkpoint(path: str, mmap: bool = False) -> Dict[str, Any]:
+    """A checkpoint dict; `mmap` maps the tensors instead of reading them (a decode needs the
+    weights only, not the optimizer state stored beside them)."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated file, wrong format, or a pickle with code in it
-        raise DataError(f"{path}: cannot load checkpoint ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0][:200]})") from None
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # empty or truncated file, wrong format, a pickle with code in it
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        raise DataError(f"{path}: cannot load checkpoint ({type(err).__name__}"
+                        f"{': ' + first_line if first_line else ''})") from None
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: not a paragen checkpoint (holds a {type(state).__name__}, "
+                        f"expected a dict with config and model weights)")
+    return state
 
 
 def model_state(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -54,11 +61,23 @@ def load_model_weights(model: nn.Module, path_or_paths: str) -> None:
     """Load weights strictly; a comma-separated list of paths is averaged first."""
     paths = [p for p in path_or_paths.split(",") if p]
     state = average_states(paths) if len(paths) > 1 else load_checkpoint(paths[0])["model"]
+    assign_weights(model, state, path_or_paths)
+
+
+def assign_weights(model: nn.Module, state: Dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` into `model`, every name and shape matching exactly (else one clear error)."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    missing, unexpected = getattr(model, "module", model).load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise DataError(f"{path_or_paths}: checkpoint does not match the model "
-                        f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    bare = getattr(model, "module", model)
+    expected = bare.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    resized = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+               if k in state and state[k].shape != v.shape]
+    if missing or unexpected or resized:
+        raise DataError(f"{source}: checkpoint does not match the model (missing {missing[:5]}, "
+                        f"unexpected {unexpected[:5]}, other shapes {resized[:3]}); was it "
+                        f"trained with another architecture or vocabulary?")
+    bare.load_state_dict(state, strict=True)
 
 
 def load_matching_weights(model: nn.Module, path: str) -> Tuple[List[str], List[str]]:
@@ -78,17 +97,32 @@ def load_matching_weights(model: nn.Module, path: str) -> Tuple[List[str], List[
 
 
 def average_states(paths: List[str]) -> Dict[str, torch.Tensor]:
-    """Element-wise mean of the models' parameters (float math; integer buffers from the last)."""
+    """Element-wise mean of the models' parameters (float math; integer buffers from the last).
+
+    All checkpoints must hold the same model class with the same parameter names and shapes.
+    """
+    if not paths:
+        raise DataError("no checkpoints to average")
     total: Dict[str, torch.Tensor] = {}
+    first_class = None
     for path in paths:
-        state = load_checkpoint(path)["model"]
-        if total and state.keys() != total.keys():
-            raise DataError(f"{path}: parameters differ from {paths[0]}")
+        checkpoint = load_checkpoint(path, mmap=True)
+        model_class = ((checkpoint.get("config") or {}).get("task") or {}).get("model", {}) \
+            .get("class")
+        if first_class is None:
+            first_class = model_class
+        elif model_class != first_class:
+            raise DataError(f"{path}: a {model_class} model; {paths[0]} is a {first_class}: "
+                            f"only checkpoints of one model can be averaged")
+        state = checkpoint["model"]
+        if total and (state.keys() != total.keys() or any(
+                state[k].shape != total[k].shape for k in state)):
+            raise DataError(f"{path}: parameters differ from {paths[0]} (names or shapes)")
         for key, value in state.items():
             if value.is_floating_point():
                 total[key] = total[key] + value.double() if key in total else value.double()
             else:
-                total[key] = value
+                total[key] = value.clone()
     return {k: (v / len(paths)).to(torch.float32) if v.is_floating_point() else v
             for k, v in total.items()}
 

@@ -1,0 +1,128 @@
+"""The contracts between module kinds, as `typing.Protocol`s.
+
+A component satisfies a contract by having the methods and attributes below; it need not
+inherit from anything. Callers check a capability with `isinstance(obj, Contract)` (all are
+`runtime_checkable`), so a plug-in learns what it must provide from this file rather than
+from reading the callers. docs/architecture.md shows where each contract is used.
+"""
+from __future__ import annotations
+
+from typing import (Any, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple,
+                    runtime_checkable)
+
+import torch
+
+Batch = Dict[str, Any]  # see docs/architecture.md, "Data contract"
+
+
+# ---------------------------------------------------------------- data
+@runtime_checkable
+class Tokenizer(Protocol):
+    pad_id: int
+    bos_id: int
+    eos_id: int
+    vocab_size: int
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]: ...
+
+    def decode_batch(self, batch: Sequence[Sequence[int]]) -> List[str]: ...
+
+
+@runtime_checkable
+class ColumnDataset(Protocol):
+    """A dataset that hands out one language's lines at once (no per-sample dicts)."""
+
+    def lines(self, field: str) -> List[str]: ...
+
+
+@runtime_checkable
+class TokenArrayDataset(Protocol):
+    """A binarized dataset: token ids stay on disk and are read per batch."""
+
+    def token_array(self, field: str) -> Any: ...
+
+
+@runtime_checkable
+class StreamingDataset(Protocol):
+    """A corpus read lazily, split between readers (ranks × workers); `streaming` is True."""
+
+    streaming: bool
+
+    def iter_pairs(self, reader: int, readers: int) -> Iterator[Tuple[int, Dict[str, str]]]: ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    def batches(self, lengths: Sequence[int], epoch: int = 0) -> List[List[int]]: ...
+
+
+@runtime_checkable
+class BatchLoader(Protocol):
+    """What the trainer and the task iterate. `rank_local`: under DDP each rank yields its own
+    batches (streaming), instead of every rank seeing the same list and taking a slice."""
+
+    rank_local: bool
+
+    def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]: ...
+
+    def num_batches(self, epoch: int) -> Optional[int]: ...
+
+
+# ---------------------------------------------------------------- models
+@runtime_checkable
+class NATModel(Protocol):
+    """What `NATGenerator`, the glancing losses and `paragen export` need of a parallel model.
+
+    `ctc_upsample` > 0: a CTC model with upsample × source length slots and no length
+    classifier; 0: a length-predicting model. `supports_refinement`: `predict_slots` accepts
+    fed-back tokens (`given`, `given_mask`).
+    """
+
+    ctc_upsample: float
+    supports_refinement: bool
+    max_length: int
+
+    def encode(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def predict_slots(self, src: torch.Tensor, memory: torch.Tensor,
+                      memory_padding: torch.Tensor, target_padding: torch.Tensor,
+                      *args: Any, **kwargs: Any
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]: ...
+
+    def class_to_length(self, classes: torch.Tensor, src_lengths: torch.Tensor
+                        ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class StepDecoder(Protocol):
+    """An AR decoder a search can drive one token at a time over a key/value cache."""
+
+    max_positions: int
+
+    def init_cache(self) -> List[dict]: ...
+
+    def reorder_cache(self, cache: List[dict], order: torch.Tensor) -> None: ...
+
+
+# ---------------------------------------------------------------- training
+@runtime_checkable
+class ProgressAware(Protocol):
+    """A criterion whose behaviour follows training progress (GLAT's glancing ratio)."""
+
+    def set_progress(self, step: int, total_steps: Optional[int]) -> None: ...
+
+
+@runtime_checkable
+class LRSchedule(Protocol):
+    """`needs_plan`: the schedule ends where training ends, so the trainer must know the number
+    of updates (max_steps, max_epochs or max_minutes)."""
+
+    needs_plan: bool
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int,
+              planned_steps: Optional[int] = None) -> float: ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    def compute(self, hypotheses: List[str], references: List[str]) -> Tuple[float, str]: ...

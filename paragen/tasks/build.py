@@ -1,0 +1,111 @@
+"""Config → environment → task: how every verb builds what it runs.
+
+`build_task` is the one place a config becomes objects: the environment is set up (device,
+seed, threads, `--lib` plug-ins), every `class:` in the config is checked against the
+registries before any file is read, and the task assembles its components. `load_trained_task`
+does the same from a model folder, reading its checkpoint once.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional
+
+# Importing the built-in packages registers their classes (`@register_model` ...).
+import paragen.criteria  # noqa: F401
+import paragen.dataloaders  # noqa: F401
+import paragen.datasets  # noqa: F401
+import paragen.decoders  # noqa: F401
+import paragen.encoders  # noqa: F401
+import paragen.evaluators  # noqa: F401
+import paragen.generators  # noqa: F401
+import paragen.lr_schedulers  # noqa: F401
+import paragen.metrics  # noqa: F401
+import paragen.models  # noqa: F401
+import paragen.optim  # noqa: F401
+import paragen.samplers  # noqa: F401
+import paragen.search  # noqa: F401
+import paragen.tokenizers  # noqa: F401
+import paragen.trainers  # noqa: F401
+from paragen.checkpoint import assign_weights
+from paragen.config import apply_overrides, parse_overrides
+from paragen.env import build_env
+from paragen.errors import ConfigError
+from paragen.model_folder import open_model_folder
+from paragen.registry import build, check_config
+from paragen.tasks.translation import TranslationTask  # noqa: F401  (registers the task)
+
+logger = logging.getLogger("paragen")
+
+
+def build_task(config: Dict[str, Any], libs: List[str] = (), base_dir: str = "."):
+    """The built task of `config` (a dict with `task` and `env`), plug-ins `libs` imported."""
+    env_config = dict(config.get("env") or {})
+    env_config["custom_libs"] = split_libs(env_config.get("custom_libs", [])) + split_libs(libs)
+    env = build_env(env_config).setup()
+    check_config(config["task"], "task", "task")
+    return build("task", config["task"], "task", env=env, config=config,
+                 base_dir=base_dir).build()
+
+
+def split_libs(libs) -> List[str]:
+    """`--lib a,b --lib c` and `custom_libs: a,b` → ['a', 'b', 'c']."""
+    items = libs.split(",") if isinstance(libs, str) else list(libs)
+    return [part for item in items for part in str(item).split(",") if part]
+
+
+def search_for_beam(beam: Optional[int]) -> Optional[Dict[str, Any]]:
+    """`--beam N` on the command line: 1 means greedy search, None keeps the stored search."""
+    if beam is None:
+        return None
+    return {"class": "GreedySearch"} if beam == 1 else {"class": "BeamSearch", "beam_size": beam}
+
+
+def load_trained_task(model: str, mode: str, overrides: List[str] = (),
+                      data: Optional[Dict[str, Any]] = None, libs: List[str] = (),
+                      search: Optional[Dict[str, Any]] = None):
+    """Build the task stored in a model folder, in `mode` (`infer` or `evaluate`), with its
+    weights.
+
+    `data` replaces the stored data splits (evaluate on other files); overrides apply last, so
+    `--task.generator.search.beam_size 8` widens the beam; `search` replaces the whole search
+    config (switching class, e.g. beam → greedy, changes which keys are valid). Plug-ins the
+    model was trained with are never imported from the folder: they must be named in `libs`.
+    """
+    folder = open_model_folder(model)
+    config = folder.config
+    task_cfg = config["task"]
+    task_cfg["mode"] = mode
+    if folder.exported:
+        task_cfg["model"]["path"] = folder.folder
+    else:
+        task_cfg["model"].pop("path", None)  # the weights come from this folder, read once
+    for key in ("trainer", "criterion"):
+        task_cfg.pop(key, None)
+    if search is not None:
+        generator = task_cfg.setdefault("generator", {"class": "SequenceGenerator"})
+        if str(generator.get("class", "")).lower() != "sequencegenerator":
+            raise ConfigError(f"--beam applies to autoregressive models; {model} uses "
+                              f"{generator.get('class')} (try --task.generator.length_beam 5)")
+        generator["search"] = search
+    if data is not None:
+        task_cfg["data"] = data
+    elif "data" in task_cfg:
+        task_cfg["data"] = {k: v for k, v in task_cfg["data"].items() if k != "train"}
+    config = apply_overrides(config, parse_overrides(overrides))
+    unknown_top = sorted(set(config) - {"task", "env"})
+    if unknown_top:
+        raise ConfigError(f"{unknown_top[0]}: unknown override section; overrides start with "
+                          f"task. or env. (e.g. --task.generator.length_beam 5)")
+    missing_libs = [lib for lib in folder.stored_libs if lib not in split_libs(libs)]
+    try:
+        task = build_task(config, libs, base_dir=folder.folder)
+    except ConfigError as err:
+        if missing_libs:
+            raise ConfigError(f"{err} — this model was trained with plug-in(s) "
+                              f"{', '.join(missing_libs)}: pass --lib "
+                              f"{' --lib '.join(missing_libs)} (a model folder never imports "
+                              f"code by itself)") from None
+        raise
+    if folder.weights is not None:
+        assign_weights(task.model, folder.weights, folder.checkpoint)
+    return task
