@@ -1,6 +1,7 @@
 """`paragen serve --model DIR [--host 127.0.0.1] [--port 8080]`: an HTTP translation server.
 
 Binds to 127.0.0.1 unless told otherwise. Needs the `serve` extra (fastapi, uvicorn).
+Options are checked, and the port bound, before the model loads (`paragen/serving/options.py`).
 """
 from __future__ import annotations
 
@@ -18,12 +19,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long the first queued request waits for company")
     parser.add_argument("--max-inputs", type=int, default=64, help="sentences per request")
+    parser.add_argument("--max-input-chars", type=int, default=2000, help="characters per input")
+    parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body size")
+    parser.add_argument("--long-inputs", choices=("reject", "split"), default="reject",
+                        help="an input over the model's max length: 413 (reject), or "
+                             "translate it in pieces at sentence boundaries (split)")
     parser.add_argument("--beam", type=int, help="AR beam size (1 = greedy)")
     parser.add_argument("--lib", action="append", default=[])
     parser.set_defaults(accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    from paragen.serving.options import bind, check_args
+
+    check_args(args)
     try:
         import uvicorn
     except ImportError:
@@ -31,9 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from paragen.serving.app import create_app
     from paragen.tasks.build import load_trained_task, search_for_beam
 
-    task = load_trained_task(args.model, "infer", args.overrides, libs=args.lib,
-                             search=search_for_beam(args.beam))
-    app = create_app(task, args.model, max_inputs=args.max_inputs,
-                     max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    with bind(args.host, args.port) as sock:  # a busy port fails before the model loads
+        task = load_trained_task(args.model, "infer", args.overrides, libs=args.lib,
+                                 search=search_for_beam(args.beam))
+        app = create_app(task, args.model, max_inputs=args.max_inputs,
+                         max_input_chars=args.max_input_chars,
+                         max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
+                         long_inputs=args.long_inputs, max_body_bytes=args.max_body_bytes)
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -2,24 +2,52 @@
 
     {"inputs": ["Ein Hund läuft.", ...], "options": {}}  →  {"outputs": ["A dog runs.", ...]}
 
-Malformed JSON is a 400, a body of the wrong shape a 422, too many or too long inputs a 413;
-a failure inside the model is a 500 for the requests in that batch only. Nothing from the
-network is ever unpickled (ParaGen's Thrift server did exactly that).
+A client's mistake is always a 4xx with a one-line `{"error": ...}` (see `payload.py`): a
+wrong content type 415, a malformed body 400, a body of the wrong shape 422, too many, too
+long or too large inputs 413. An input longer than the model reads (`max_length - 1` source
+tokens) is refused with a 413 that names the limit, because the task would otherwise cut it
+silently and answer for its first part only; `long_inputs="split"` translates such inputs in
+pieces instead and lists them under `"split"` in the answer. A failure inside the model is a
+500 for the request that caused it only; a server that is shutting down answers 503. A
+client that disconnects while waiting has its sentences dropped before they reach the model.
+Nothing from the network is ever unpickled (ParaGen's Thrift server did exactly that).
 """
-import json
+import asyncio
+import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from fastapi import FastAPI, Request  # this module is only imported when serving
 from fastapi.responses import JSONResponse
 
-from paragen.serving.batcher import DynamicBatcher
+from paragen.serving.batcher import DynamicBatcher, Unavailable
+from paragen.serving.payload import (ClientGone, RequestError, check_content_type,
+                                     check_payload, parse_json, read_body, token_lengths)
+from paragen.serving.pieces import split_to_fit
+
+logger = logging.getLogger("paragen")
+LONG_INPUTS = ("reject", "split")
+
+
+class ModelFailed(RuntimeError):
+    """The model raised on this request's sentences (a 500 for this request only)."""
+
+
+def model_max_tokens(task) -> Optional[int]:
+    """Source tokens the model reads, eos excluded (the task keeps `max_length - 1` of them);
+    `maxlen` is the attribute's older name."""
+    max_length = getattr(task, "max_length", None) or getattr(task, "maxlen", None)
+    return int(max_length) - 1 if max_length else None
 
 
 def create_app(task, model_name: str, max_inputs: int = 64, max_input_chars: int = 2000,
-               max_batch_tokens: int = 4096, max_wait_ms: float = 5.0):
+               max_batch_tokens: int = 4096, max_wait_ms: float = 5.0,
+               long_inputs: str = "reject", max_body_bytes: int = 1 << 20):
+    if long_inputs not in LONG_INPUTS:
+        raise ValueError(f"long_inputs must be one of {LONG_INPUTS}, not {long_inputs!r}")
     tokenizer = task.src_tokenizer
+    max_tokens = model_max_tokens(task)
     batcher = DynamicBatcher(task.translate, lambda line: len(tokenizer.encode(line)) + 1,
                              max_batch_tokens, max_wait_ms)
     started = time.time()
@@ -34,44 +62,98 @@ def create_app(task, model_name: str, max_inputs: int = 64, max_input_chars: int
     app.state.batcher = batcher
 
     def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"error": message})
+        """One line; a lone surrogate from an exception text is escaped, not a crash."""
+        line = " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
+        return JSONResponse(status_code=status, content={"error": line})
 
     @app.get("/health")
-    async def health() -> Dict[str, Any]:
-        return {"status": "ok", "uptime_s": round(time.time() - started, 1)}
+    async def health():
+        """Green only while the batcher's worker runs: without it every request would hang."""
+        alive = batcher.alive
+        return JSONResponse(status_code=200 if alive else 503, content={
+            "status": "ok" if alive else "down", "uptime_s": round(time.time() - started, 1),
+            "queued": batcher.queue.qsize()})
 
     @app.get("/v1/models")
     async def models() -> Dict[str, Any]:
         return {"models": [{"name": model_name, "model": type(task.model).__name__,
                             "generator": type(task.generator).__name__,
-                            "source": task.src, "target": task.tgt}]}
+                            "source": task.src, "target": task.tgt,
+                            "max_input_tokens": max_tokens, "long_inputs": long_inputs}]}
+
+    def plan(inputs: List[str]):
+        """Model inputs with their token counts, and which request input each one answers."""
+        lengths = token_lengths(inputs, tokenizer)
+        too_long = [i for i, n in enumerate(lengths) if max_tokens is not None and n > max_tokens]
+        if too_long and long_inputs == "reject":
+            i = too_long[0]
+            raise RequestError(413, f"inputs[{i}] is {lengths[i]} tokens long; this model reads "
+                                    f"at most {max_tokens} tokens per input (send it in "
+                                    f"sentences, or start the server with --long-inputs split)")
+        if not too_long:
+            return inputs, [n + 1 for n in lengths], list(range(len(inputs))), []
+        lines, tokens, owners = [], [], []
+        count = lambda text: len(tokenizer.encode(text))  # noqa: E731
+        for i, (line, n) in enumerate(zip(inputs, lengths)):
+            pieces = split_to_fit(line, count, max_tokens) if n > max_tokens else [line]
+            lines += pieces
+            tokens += [count(piece) + 1 for piece in pieces] if n > max_tokens else [n + 1]
+            owners += [i] * len(pieces)
+        return lines, tokens, owners, too_long
+
+    async def until_disconnected(request: Request) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    async def translate(request: Request, lines: List[str], tokens: List[int]) -> List[str]:
+        """The batcher's answer, unless the client leaves first: then its request is
+        cancelled, and the batcher skips it if the model has not started on it yet."""
+        job = asyncio.ensure_future(batcher.submit(lines, tokens))
+        watch = asyncio.ensure_future(until_disconnected(request))
+        try:
+            await asyncio.wait({job, watch}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server gave up on this request: so does the model
+            job.cancel()
+            raise
+        finally:
+            watch.cancel()
+        if not job.done():
+            job.cancel()
+            raise ClientGone()
+        try:
+            return job.result()
+        except Unavailable:
+            raise
+        except Exception as err:  # already logged by the batcher, with its traceback
+            raise ModelFailed(f"generation failed: {type(err).__name__}: {err}") from err
 
     @app.post("/v1/generate")
     async def generate(request: Request):
         try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            return error(400, f"malformed JSON body: {err}")
-        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or \
-                not all(isinstance(x, str) for x in body["inputs"]):
-            return error(422, 'expected {"inputs": ["sentence", ...], "options": {}}')
-        unknown = set(body) - {"inputs", "options"}
-        options = body.get("options") or {}
-        if unknown or not isinstance(options, dict) or options:
-            return error(422, f"unsupported keys or options: {sorted(unknown) or options}")
-        inputs = body["inputs"]
-        if len(inputs) > max_inputs:
-            return error(413, f"{len(inputs)} inputs; at most {max_inputs} per request")
-        too_long = [i for i, x in enumerate(inputs) if len(x) > max_input_chars]
-        if too_long:
-            return error(413, f"input {too_long[0]} has {len(inputs[too_long[0]])} characters; "
-                              f"at most {max_input_chars}")
-        if not inputs:
-            return {"outputs": []}
-        try:
-            outputs = await batcher.submit(inputs)
-        except Exception as err:
-            return error(500, f"generation failed: {type(err).__name__}: {err}")
-        return {"outputs": outputs}
+            check_content_type(request)
+            body = parse_json(await read_body(request, max_body_bytes))
+            inputs = check_payload(body, max_inputs, max_input_chars)
+            if not inputs:
+                return {"outputs": []}
+            lines, tokens, owners, split = plan(inputs)
+            outputs = await translate(request, lines, tokens)
+        except RequestError as err:
+            return error(err.status, err.message)
+        except ClientGone:  # nobody reads this answer
+            return error(400, "the client disconnected")
+        except Unavailable as err:
+            return error(503, str(err))
+        except ModelFailed as err:
+            return error(500, str(err))
+        except Exception as err:  # a bug in this module: still a JSON answer, and logged
+            logger.exception("generate: internal error")
+            return error(500, f"internal error: {type(err).__name__}: {err}")
+        if not split:
+            return {"outputs": outputs}
+        joined: List[List[str]] = [[] for _ in inputs]
+        for owner, output in zip(owners, outputs):
+            if output.strip():
+                joined[owner].append(output.strip())
+        return {"outputs": [" ".join(parts) for parts in joined], "split": split}
 
     return app
