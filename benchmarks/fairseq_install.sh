@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The peer toolkit of issue 2, for benchmarks/fairseq_peer.py: bash benchmarks/fairseq_install.sh [ROOT]
+# fairseq, the peer toolkit of benchmarks/fairseq_peer.py: bash benchmarks/fairseq_install.sh [ROOT]
 # Reproducible CPU install of fairseq (0.12.2 = newest fairseq on PyPI; 0.12.3 was
 # never published there) into ROOT/venv (default /tmp/fsq) on Python 3.11, torch 2.13.0 (CPU).
 set -euo pipefail
@@ -48,7 +48,7 @@ sed -i '/new_state = torch.load($/{n;s/^            f,$/            f, weights_o
 test "$(grep -c 'weights_only=False' fairseq/checkpoint_utils.py)" = 2
 
 # (2b) torch>=1.13 changed torch._transformer_encoder_layer_fwd (needs mask_type) -> inference crashes with
-#      "RuntimeError: Mask Type should be defined" (fairseq issue #4858). Disable the BetterTransformer
+#      "RuntimeError: Mask Type should be defined" (fairseq#4858). Disable the BetterTransformer
 #      inference fast path (both the encoder and layer gates); the regular path gives the same results.
 sed -i 's/^            self\.BT_version$/            False  # BT fast path disabled (torch>=1.13, fairseq#4858)/' fairseq/modules/transformer_layer.py
 sed -i 's/^            BT_version$/            False  # BT fast path disabled (torch>=1.13, fairseq#4858)/' fairseq/models/transformer/transformer_encoder.py

@@ -1,9 +1,9 @@
-"""The issue's peer, fairseq, measured on this machine beside paragen.
+"""fairseq measured beside paragen, on the same machine, data and config.
 
-The peer figures quoted in issue 2 were measured on an earlier machine of this project; the
-VMs differ from session to session (some have AMX, some do not), so a ratio between our
-number today and theirs then says little. This script runs fairseq itself, on the same data
-(the same SentencePiece pieces), config and machine, and alternates it with paragen:
+A fairseq figure measured on another machine says little about a paragen figure measured on
+this one (CPUs differ, e.g. with or without AVX-512/AMX). This script runs fairseq itself on
+the same data (the same SentencePiece pieces), config and machine, and alternates it with
+paragen:
 
     bash benchmarks/fairseq_install.sh /tmp/fsq    # fairseq 0.12.2 (the newest on PyPI), patched
     F=/tmp/fsq/venv/bin                            # for Python 3.11 and torch 2.13
@@ -12,7 +12,7 @@ number today and theirs then says little. This script runs fairseq itself, on th
         --output benchmarks/results/fairseq_peer_throughput.json
     python benchmarks/fairseq_peer.py --fairseq-bin $F train --minutes 40 \
         --output benchmarks/results/fairseq_peer_train.json
-    python benchmarks/fairseq_peer.py --fairseq-bin $F decode --ours runs/multi30k-transformer-s10 \
+    python benchmarks/fairseq_peer.py --fairseq-bin $F decode --ours runs/multi30k-transformer \
         --rounds 3 --output benchmarks/results/fairseq_peer_decode.json
 
 * `throughput`: both toolkits train multi30k-small from scratch for `--updates` updates, in
@@ -54,7 +54,7 @@ TRAIN = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.
 SEARCH = ["--max-len-a", "1.2", "--max-len-b", "10", "--lenpen", "1.0"]
 
 
-THREADS = "2"  # the issue's fairseq figures are for 2 threads
+THREADS = "2"  # intra-op threads for both toolkits (a 2-core machine)
 
 
 def run(command: list, **kwargs) -> subprocess.CompletedProcess:
@@ -63,7 +63,7 @@ def run(command: list, **kwargs) -> subprocess.CompletedProcess:
 
 
 def prepare(args) -> None:
-    """Our SentencePiece pieces as text, binarized by fairseq-preprocess (joined dictionary)."""
+    """paragen's SentencePiece pieces (spm8k) as text, binarized by fairseq-preprocess (joined dictionary)."""
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=f"{DATA}/spm8k.model")

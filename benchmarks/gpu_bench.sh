@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The decoding-speed grid on a GPU, in one short run (issue 3: batch 1 and batched, fp32 and bf16,
+# The decoding-speed grid on a GPU, in one short run (batch 1 and batched, fp32 and bf16,
 # for the trained AR and GLAT models), plus test2016 BLEU in both precisions as a sanity check.
 #
 #   bash benchmarks/gpu_bench.sh pack AR_DIR NAT_DIR   # here: half-size copies into .gpu/
@@ -7,9 +7,9 @@
 #   DEVICE=cpu LIMIT=8 TEST=/tmp/x/tiny bash benchmarks/gpu_bench.sh run /tmp/x   # dry run here
 #       (TEST names a .de/.en pair; the default is the packed test2016)
 #
-# Why pack: a GPU machine gets the working tree plus at most 64 MiB of carried files, and two
-# fp32 checkpoints are 46 MB each; stored as fp16 they are half that (speed does not depend on
-# the weights' values, and the BLEU printed here shows what the rounding costs, if anything).
+# Why pack: only .gpu/ (models and test set) has to be copied to the GPU host with the source
+# tree, and two fp32 checkpoints are 46 MB each; stored as fp16 they are half that (speed does
+# not depend on the weights' values, and the BLEU printed here shows what the rounding costs).
 # `run` needs only python3 with torch, sentencepiece, sacrebleu, pyyaml and tqdm: no install.
 set -euo pipefail
 PACK=.gpu
@@ -41,7 +41,7 @@ run() {
     fi
     python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__)" \
         | tee -a "$out/gpu.txt"
-    # Same protocol and test sentences as the CPU grid (docs/results.md): 500 sentences,
+    # Same protocol and test sentences as the CPU grid (docs/benchmarks.md): 500 sentences,
     # batch 1 in input order, batched at 4,096 padded source tokens, plus one large batch.
     python3 -m paragen.cli bench --model "$PACK/ar" --model "$PACK/nat" \
         --input "$TEST.de" --limit "$LIMIT" --threads 1 --device "$DEVICE" \

@@ -3,7 +3,7 @@
     python benchmarks/train_multi30k.py [--minutes 40] [--save-dir runs/multi30k-transformer]
     python benchmarks/train_multi30k.py --config examples/multi30k/glat.yaml \
         --save-dir runs/multi30k-glat --teacher runs/multi30k-transformer \
-        --output benchmarks/results/train_multi30k_glat.json
+        --output benchmarks/results/train_glat.json
     # raw-data GLAT: add define.train_target=data/multi30k/train.en (any config override)
 
 Writes a JSON result: wall time, training tokens/s (median of the logged windows), updates,
@@ -63,7 +63,7 @@ def bleu(model: str, *options: str) -> dict:
 def decoding_settings(config: str, teacher: str | None) -> list:
     """AR: beam 4 and greedy. NAT: one pass, NPD over 5 lengths (CTC: 5 slot counts) and
     AR-reranked NPD, and for length-predicting models one refinement pass (it hurts CTC
-    models, docs/results.md)."""
+    models, whose blanks and repeats make the kept slots a poor context)."""
     from paragen.config import load_config
 
     generator = load_config(config)["task"].get("generator") or {}

@@ -24,7 +24,7 @@ import torch
 from helpers import tiny_config, write_config
 from paragen.cli import main
 from paragen.serving.app import create_app
-from paragen.tasks.loading import load_trained_task
+from paragen.tasks.build import load_trained_task
 
 FAULT_SECONDS = 20.0  # what the reliability issue asked for
 CLIENTS = 32

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GLAT on Multi30k De→En, the whole recipe: AR teacher → distill → GLAT → average → evaluate.
 # Each stage is skipped when its output exists, so the script can be rerun after a stop.
-# MINUTES sets the training budget of each model (default 40, the README's numbers);
+# MINUTES sets the training budget of each model (default 40, as in docs/benchmarks.md);
 # VARIANT=glat_ctc trains the CTC variant (examples/multi30k/glat_ctc.yaml) instead.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
