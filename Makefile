@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PARAGEN_DATA ?= ../shared/data
 export PARAGEN_DATA
 
-.PHONY: setup demo test clean bench
+.PHONY: setup demo test test-fast clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ setup: $(BIN)/activate
 demo: setup
 	$(BIN)/python -m paragen.demo
 
+# Everything CI runs (about 10 minutes on 2 cores), slowest tests listed at the end.
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=15
+
+# The edit loop: unit tests and short end-to-end runs, without the tests marked slow.
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow" --durations=10
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -45,7 +45,7 @@ run() {
     # batch 1 in input order, batched at 4,096 padded source tokens, plus one large batch.
     python3 -m paragen.cli bench --model "$PACK/ar" --model "$PACK/nat" \
         --input "$TEST.de" --limit "$LIMIT" --threads 1 --device "$DEVICE" \
-        --precision fp32 bf16 --batch-tokens 4096 16384 --output "$out/decode_speed_gpu.json" \
+        --precision fp32 bf16 --max-tokens 4096 16384 --output "$out/decode_speed_gpu.json" \
         2>&1 | grep -v " | INFO | " | tee "$out/bench.log"
     for model in ar nat; do
         for precision in fp32 bf16; do

@@ -3,7 +3,7 @@
     python benchmarks/serve_load.py --model runs/multi30k-glat --clients 1 8 32 --seconds 30
 
 For each model and client count it starts a server (dynamic batching on, then off with
-`--max-batch-tokens 1`, i.e. batch-1 serving), lets every client send one test sentence per
+`--max-tokens 1`, i.e. batch-1 serving), lets every client send one test sentence per
 request in a closed loop, and reports requests/s, p50/p95/p99 latency and errors. Results go
 to benchmarks/results/serve_load.json. Traffic never leaves the loopback interface, and every
 loop is bounded by `--seconds`.
@@ -107,7 +107,7 @@ def main() -> None:
     rows = []
     for model in args.model:
         for mode, extra in (("dynamic batching", []),
-                            ("batch-1", ["--max-batch-tokens", "1", "--max-wait-ms", "0"])):
+                            ("batch-1", ["--max-tokens", "1", "--max-wait-ms", "0"])):
             port = free_port()
             server = start_server(model, port, extra)
             try:

@@ -6,6 +6,7 @@ it is printed as one `error: ...` line and the process exits non-zero, without a
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from typing import List, Optional
@@ -30,20 +31,46 @@ VERBS = {
 }
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+OVERRIDE_ROOTS = ("task", "env", "define")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="paragen", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    subparsers = {}
     for verb, (module, help_text) in VERBS.items():
-        sub = verbs.add_parser(verb, help=help_text, description=help_text)
-        sub.set_defaults(module=module)
+        sub = subparsers[verb] = verbs.add_parser(verb, help=help_text, description=help_text)
+        sub.set_defaults(module=module, accepts_overrides=False)
         importlib.import_module(module).add_arguments(sub)
     args, extra = parser.parse_known_args(argv)
     args.overrides = extra
-    if extra and not getattr(args, "accepts_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        sub = subparsers[args.verb]
+        unknown = extra if not args.accepts_overrides else _not_overrides(extra)
+        if unknown:
+            options = [o for action in sub._actions for o in action.option_strings]
+            close = difflib.get_close_matches(unknown[0], options, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            sub.error(f"unrecognized argument {unknown[0]}{hint}" + (
+                " (config overrides start with --task. or --env.)"
+                if args.accepts_overrides else ""))
     return _run(lambda: importlib.import_module(args.module).run(args))
+
+
+def _not_overrides(extra: List[str]) -> List[str]:
+    """The extra arguments that are not config overrides (`--task.x V`, `env.y=V`): a mistyped
+    option such as `--outptu` must not pass silently as an override nobody reads."""
+    unknown, expect_value = [], False
+    for arg in extra:
+        if expect_value and not arg.startswith("--"):
+            expect_value = False
+            continue
+        key = arg[2:] if arg.startswith("--") else arg
+        root = key.split("=", 1)[0].split(".", 1)[0]
+        if root not in OVERRIDE_ROOTS or "." not in key.split("=", 1)[0] and root != "define":
+            unknown.append(arg)
+        expect_value = arg.startswith("--") and "=" not in arg
+    return unknown
 
 
 def run_main(argv: Optional[List[str]] = None) -> int:
@@ -51,6 +78,10 @@ def run_main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="paragen-run")
     add_arguments(parser)
     args, overrides = parser.parse_known_args(argv)
+    unknown = _not_overrides(overrides)
+    if unknown:
+        parser.error(f"unrecognized argument {unknown[0]} (config overrides start with --task. "
+                     f"or --env.)")
     return _run(lambda: run_config(args.config, args.lib, overrides))
 
 

@@ -26,8 +26,15 @@ def restore_torch_threads():
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The real data. Missing, it fails under CI (CI=true), where it must be present, and
+    skips elsewhere, with one message saying where it was looked for and how to point at it."""
     path = shared_data_dir()
-    assert (path / "multi30k" / "train.de").is_file(), f"Multi30k not found under {path}"
+    if not (path / "multi30k" / "train.de").is_file():
+        message = (f"Multi30k not found under {path}: set PARAGEN_DATA to the folder holding "
+                   f"multi30k/ (see ../shared/data/README.md)")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
     return path
 
 

@@ -58,7 +58,7 @@ def test_bench_rows_per_precision_and_budget(trained, small_corpus, tmp_path, ca
     out = tmp_path / "bench.json"
     assert main(["bench", "--model", str(trained), "--input", small_corpus["valid"]["de"],
                  "--limit", "6", "--threads", "1", "--repeats", "1", "--precision", "fp32",
-                 "bf16", "--batch-tokens", "64", "256", "--rounds", "2", "--output",
+                 "bf16", "--max-tokens", "64", "256", "--rounds", "2", "--output",
                  str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [r["system"] for r in rows] == ["AR greedy", "AR greedy bf16", "AR beam4",
@@ -71,15 +71,16 @@ def test_bench_rows_per_precision_and_budget(trained, small_corpus, tmp_path, ca
         assert len(by_round) == 2
         assert row["batch1"]["ms_per_sentence_median"] == pytest.approx(sum(by_round) / 2)
     assert main(["bench", "--model", str(trained), "--input", small_corpus["valid"]["de"],
-                 "--limit", "2", "--threads", "1", "--repeats", "1", "--only", "greedy",
-                 "--output", str(out)]) == 0
-    assert [r["system"] for r in json.loads(out.read_text())["rows"]] == ["AR greedy"]
+                 "--limit", "2", "--threads", "1", "--repeats", "1", "--only", "greedy"]) == 0
+    # without --output, the result goes into the (first) model's folder
+    beside_model = trained / "decode_speed.json"
+    assert [r["system"] for r in json.loads(beside_model.read_text())["rows"]] == ["AR greedy"]
     assert main(["bench", "--model", str(trained), "--input", small_corpus["valid"]["de"],
                  "--only", "beam", "--output", str(tmp_path / "x.json")]) == 2
     assert "--only beam: no such setting" in _error_line(capsys)
     # int8 dynamic quantization is CPU-only: asking for it on a GPU is refused up front.
     assert main(["bench", "--model", str(trained), "--device", "cuda", "--quantize",
-                 "--output", str(tmp_path / "x.json")]) == 2
+                 "--input", small_corpus["valid"]["de"], "--output", str(tmp_path / "x.json")]) == 2
     assert "--device cuda" in _error_line(capsys) and not (tmp_path / "x.json").exists()
 
 

@@ -278,7 +278,7 @@ def test_one_failing_request_in_a_merged_batch_fails_alone_and_the_batcher_goes_
     (["--host", "local host"], "--host 'local host'"),
     (["--host", ""], "--host ''"),
     (["--max-inputs", "0"], "--max-inputs 0:"),
-    (["--max-batch-tokens", "-5"], "--max-batch-tokens -5:"),
+    (["--max-tokens", "-5"], "--max-tokens -5:"),
     (["--max-input-chars", "0"], "--max-input-chars 0:"),
     (["--max-body-bytes", "0"], "--max-body-bytes 0:"),
     (["--max-wait-ms", "-1"], "--max-wait-ms -1.0:"),

@@ -92,6 +92,9 @@ def test_overfits_a_small_corpus_and_decodes_it(small_corpus, tmp_path):
     tiny = write_pairs(tmp_path, pairs)
     config = tiny_config(tiny, tiny, small_corpus["spm"], tmp_path / "run", max_steps=400,
                          assess_by="valid.loss")
+    # Pinned: how much a run memorises depends on the thread count (float sums in
+    # another order), and the bar below must not move with the machine.
+    config["env"]["threads"] = 2
     config["task"]["model"]["d_model"] = 64
     config["task"]["criterion"]["epsilon"] = 0.0
     config["task"]["generator"]["search"]["max_length_b"] = 40
@@ -204,3 +207,52 @@ def test_bf16_autocast_trains_on_cpu(small_corpus, tmp_path):
     config["env"]["precision"] = "bf16"
     task, result = _train(config)
     assert task.trainer.step == 3 and result["valid.loss"] == result["valid.loss"]  # not NaN
+
+
+class _FixedLoader:
+    """A `BatchLoader` over given batches: the same ones every epoch."""
+
+    rank_local = False
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def num_batches(self, epoch):
+        return len(self.batches)
+
+    def epoch_batches(self, epoch, start=0):
+        return iter(self.batches[start:])
+
+
+def test_trainer_accumulating_two_batches_equals_one_merged_batch(tmp_path, small_corpus):
+    """update_freq 2 over batches A and B gives the update of one batch A ∪ B (SGD, lr 1: the
+    weights move by exactly the gradient, so any mis-weighted micro-batch shows)."""
+    def run(update_freq, batches, name):
+        config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                             tmp_path / name, max_steps=1, update_freq=update_freq,
+                             validate_interval=0)
+        config["task"]["data"].pop("valid")
+        config["task"]["trainer"]["optimizer"] = {"class": "SGD", "lr": 1.0}
+        config["task"]["trainer"]["lr_scheduler"] = {"class": "Constant"}
+        task = build_task(config)
+        if batches is None:
+            return task
+        task.train_loader = _FixedLoader(batches)
+        before = {k: v.clone() for k, v in task.model.state_dict().items()}
+        task.trainer.train(task)
+        return {k: v - before[k] for k, v in task.model.state_dict().items()}
+
+    task = run(1, None, "probe")
+    split = task.splits["train"]
+    first, second = [0, 5, 9], [17, 3]  # of different lengths, so padding differs too
+    batch_a, batch_b = task.collate(first, split), task.collate(second, split)
+    merged = task.collate(first + second, split)
+    accumulated = run(2, [batch_a, batch_b], "accumulated")
+    single = run(1, [merged], "merged")
+    moved = [k for k in single if single[k].abs().max() > 0]
+    assert len(moved) > 10
+    for key in single:
+        torch.testing.assert_close(accumulated[key], single[key], atol=2e-6, rtol=1e-4)
+    # and the check can fail: one batch alone is a different update
+    alone = run(1, [batch_a], "alone")
+    assert any(not torch.allclose(alone[k], single[k], atol=1e-4) for k in moved)

@@ -4,7 +4,7 @@ Decoding speed of several trained models on one test set, in one run, on one mac
 (CPU by default; `--device cuda --precision fp32 bf16` for a GPU).
 Protocol (after Helcl et al. 2022): tokenization excluded; every setting warmed up first;
 batch 1 feeds the sentences one at a time in input order (median latency, and sentences/s
-over the whole set); batched sorts by length into batches of at most `--batch-tokens`
+over the whole set); batched sorts by length into batches of at most `--max-tokens`
 padded source tokens (each budget given is timed) and takes the median of `--repeats` passes.
 With `--rounds N` every system is timed N times in turn and each number is the median over
 rounds, so that a slow minute on a shared machine does not land on one system alone.
@@ -43,10 +43,12 @@ NAT_REFINE = ("refine-1", {"refine_steps": 1})
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True,
                         help="model folder or checkpoint (repeat for several)")
-    parser.add_argument("--input", default="data/multi30k/test2016.de")
+    parser.add_argument("--input", required=True, help="source sentences, one per line")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--batch-tokens", type=int, nargs="+", default=[4096],
+    parser.add_argument("--max-tokens", type=int, nargs="+", default=[4096],
                         help="padded source tokens per batch; the first is the headline")
+    parser.add_argument("--batch-tokens", type=int, nargs="+", dest="max_tokens",
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # former name
     parser.add_argument("--repeats", type=int, default=3,
                         help="batched passes per round (their median is the round's number)")
     parser.add_argument("--rounds", type=int, default=1,
@@ -59,7 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                         help="as env.precision when decoding: bf16 weights, under autocast")
-    parser.add_argument("--output", default="benchmarks/results/decode_speed.json")
+    parser.add_argument("--output", help="JSON file to write (default: decode_speed.json in "
+                                             "the first model's folder); a PNG goes beside it")
+    parser.add_argument("--lib", action="append", default=[],
+                        help="plug-in module or folder that registers the models' classes")
 
 
 def decode(task, src: torch.Tensor) -> torch.Tensor:
@@ -106,18 +111,18 @@ def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
                                              if manifest.get("quantized") else "")
         ctc = bool(manifest.get("length", {}).get("ctc_upsample"))
     if generator.get("class", "SequenceGenerator").lower() == "natgenerator":
-        # Refinement only helps length-predicting models (docs/results.md) and needs the
-        # PyTorch model.
+        # Refinement feeds back tokens of fixed slots, which only a length-predicting model has
+        # (a CTC output is collapsed afterwards), and it needs the PyTorch model.
         settings = [NAT_SINGLE, NAT_NPD] + ([] if exported or ctc else [NAT_REFINE])
         return "NAT" + (" CTC" if ctc else "") + engine, settings
     return "AR" + engine, AR_SETTINGS
 
 
 def build_for(model: str, setting: Dict[str, Any], quantize: bool, device: str,
-              precision: str):
+              precision: str, libs: List[str]):
     overrides = [f"task.generator.{k}={v}" for k, v in setting.items() if k != "search"]
     overrides += [f"env.device={device}", f"env.precision={precision}"]
-    task = load_trained_task(model, "infer", overrides, search=setting.get("search"))
+    task = load_trained_task(model, "infer", overrides, search=setting.get("search"), libs=libs)
     task.generator.eval()
     if quantize:
         task.model = torch.ao.quantization.quantize_dynamic(task.model, {torch.nn.Linear},
@@ -130,10 +135,13 @@ def run(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and (args.quantize or any(is_exported(m) for m in args.model)):
         raise ConfigError("--device cuda: int8 quantization and exported models run on the "
                           "CPU only; leave out --quantize and exported model folders")
+    if args.output is None:
+        folder = args.model[0] if os.path.isdir(args.model[0]) else os.path.dirname(args.model[0])
+        args.output = os.path.join(folder, "decode_speed.json")
     lines = read_lines(args.input)[:args.limit or None]
     result = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
               "input": args.input, "sentences": len(lines),
-              "batch_tokens": args.batch_tokens, "repeats": args.repeats, "rounds": args.rounds,
+              "batch_tokens": args.max_tokens, "repeats": args.repeats, "rounds": args.rounds,
               "machine": describe_machine(args.device), "rows": []}
     systems = build_systems(args, lines)
     for round_index in range(args.rounds):
@@ -170,11 +178,11 @@ def build_systems(args: argparse.Namespace, lines: List[str]) -> List[Dict[str, 
             if args.only and name not in args.only:
                 continue
             torch.set_num_threads(threads)  # before building: ONNX sessions fix it
-            task = build_for(model, setting, quantize, args.device, precision)
+            task = build_for(model, setting, quantize, args.device, precision, args.lib)
             label = " ".join([kind, name] + ([precision] if precision != "fp32" else [])
                              + (["int8"] if quantize else []))
             split = task.encode(lines)
-            warm_up(task, split, args.batch_tokens[0])
+            warm_up(task, split, args.max_tokens[0])
             systems.append({"task": task, "split": split, "timings": [],
                             "row": {"system": label, "model": model, "threads": threads,
                                     "device": args.device, "precision": precision}})
@@ -194,7 +202,7 @@ def time_setting(task, split: Dict[str, Any], args: argparse.Namespace) -> Dict[
     """Batch 1 over every sentence, then batched at each token budget."""
     with torch.inference_mode():
         batch1 = time_batch1(task, split)
-        batched = [time_batched(task, split, budget, args.repeats) for budget in args.batch_tokens]
+        batched = [time_batched(task, split, budget, args.repeats) for budget in args.max_tokens]
     return {"batch1": batch1, "batched_at": batched}
 
 

@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=8192, help="token budget per batch")
     parser.add_argument("--chunk-lines", type=int, default=CHUNK_LINES)
+    parser.add_argument("--lib", action="append", default=[],
+                        help="plug-in module or folder that registers the teacher's classes")
 
 
 def completed_lines(path: str) -> int:
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     done = completed_lines(args.output)
     if done > len(lines):
         raise DataError(f"{args.output}: has {done} lines but {args.input} only {len(lines)}")
-    task = load_trained_task(args.model, "infer", search=search_for_beam(args.beam),
+    task = load_trained_task(args.model, "infer", search=search_for_beam(args.beam), libs=args.lib,
                              overrides=["task.dataloader.infer.class=DataLoader",
                                         "task.dataloader.infer.sampler.class=BucketSampler",
                                         "task.dataloader.infer.sampler.shuffle=false",

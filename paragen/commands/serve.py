@@ -14,8 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model folder or checkpoint")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--max-batch-tokens", type=int, default=4096,
+    parser.add_argument("--max-tokens", type=int, default=4096,
                         help="source tokens merged into one model call")
+    parser.add_argument("--max-batch-tokens", type=int, dest="max_tokens",
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # former name
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long the first queued request waits for company")
     parser.add_argument("--max-inputs", type=int, default=64, help="sentences per request")
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                                  search=search_for_beam(args.beam))
         app = create_app(task, args.model, max_inputs=args.max_inputs,
                          max_input_chars=args.max_input_chars,
-                         max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
+                         max_batch_tokens=args.max_tokens, max_wait_ms=args.max_wait_ms,
                          long_inputs=args.long_inputs, max_body_bytes=args.max_body_bytes)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
         uvicorn.Server(config).run(sockets=[sock])

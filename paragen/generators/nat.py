@@ -18,8 +18,8 @@ dropped). NPD there decodes k slot counts around that one, upsample × source le
 (1 + `ctc_slot_step` × offset), offsets centred on 0 (k = 5, step 0.1: ×0.8 … ×1.2).
 
 A single pass (k = 1, no refinement) returns None for the scores unless `return_scores` is
-set: the scores need a log-softmax over the vocabulary at every slot, 11–26% of the output
-layer's time (1–2 threads, `benchmarks/output_layer.py`), and nothing downstream (generate,
+set: the scores need a log-softmax over the vocabulary at every slot, a sizeable share of the
+output layer's time (`benchmarks/output_layer.py`), and nothing downstream (generate,
 evaluate, serve) reads them. NPD and refinement rank by the scores, so they always compute them.
 """
 from __future__ import annotations

@@ -164,12 +164,10 @@ class GLAT(nn.Module):
         logits are still in cache when they are reduced, instead of a (B·T × V) tensor being
         written and read back. The scores cost a log_softmax and a max-with-indices over
         every row; an argmax alone is cheaper, hence the tokens-only mode for callers that
-        need only the tokens (glancing's first pass, a single-pass decode). On our 2-core
-        CPU, 8,192 slots × 8,000 words took 609 ms with scores in 128-row chunks, 434 ms in
-        512-row chunks, and 323 ms tokens only (2 threads; 959 / 661 / 589 ms at 1 thread;
-        `benchmarks/output_layer.py`). A traced graph (`paragen export`) takes one dense
-        pass, as a loop would be unrolled to the example's size. (log_softmax + max was also
-        measured faster than max − logsumexp, in PyTorch and onnxruntime alike.)
+        need only the tokens (glancing's first pass, a single-pass decode); 512-row chunks
+        beat 128-row ones (`benchmarks/output_layer.py` measures all three). A traced graph
+        (`paragen export`) takes one dense pass, as a loop would be unrolled to the example's
+        size. log_softmax + max is faster than max − logsumexp, in PyTorch and onnxruntime.
         """
         if torch.jit.is_tracing():
             logits = self.output_logits(hidden)

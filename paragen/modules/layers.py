@@ -79,8 +79,8 @@ def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Attention of one query per row (a cached decoding step) as two batched products.
 
-    SDPA's fused CPU kernel is tiled for long query blocks; with a single query it ran
-    1.45–2.2× slower than this on our decoding shapes (1,000 rows, 4 heads, 8–20 keys;
+    SDPA's fused CPU kernel is tiled for long query blocks; with a single query it is slower
+    than two plain products on decoding shapes (many rows, few heads, tens of keys; see
     `benchmarks/single_query_attention.py`).
     """
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.size(-1) ** -0.5)
@@ -92,10 +92,10 @@ def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 class Dropout(nn.Module):
     """Inverted dropout whose mask comes from raw random bits instead of `bernoulli_`.
 
-    On CPU, `torch.nn.Dropout` spends most of its time drawing one float per element
-    (measured ~70 ms for 8M elements on our 2-core VM); filling int64 words with random bits
-    takes ~5 ms for the same mask. Each element reads 15 of them, so the drop probability is
-    `p` rounded to a multiple of 1/32768. Identity in eval mode or with p = 0.
+    On CPU, `torch.nn.Dropout` spends most of its time drawing one float per element;
+    filling int64 words with random bits is an order of magnitude cheaper for the same mask.
+    Each element reads 15 bits, so the drop probability is `p` rounded to a multiple of
+    1/32768. Identity in eval mode or with p = 0.
     """
 
     def __init__(self, p: float):

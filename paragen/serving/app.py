@@ -34,11 +34,9 @@ class ModelFailed(RuntimeError):
     """The model raised on this request's sentences (a 500 for this request only)."""
 
 
-def model_max_tokens(task) -> Optional[int]:
-    """Source tokens the model reads, eos excluded (the task keeps `max_length - 1` of them);
-    `maxlen` is the attribute's older name."""
-    max_length = getattr(task, "max_length", None) or getattr(task, "maxlen", None)
-    return int(max_length) - 1 if max_length else None
+def model_max_tokens(task) -> int:
+    """Source tokens the model reads, eos excluded (the task keeps `max_length - 1` of them)."""
+    return int(task.max_length) - 1
 
 
 def create_app(task, model_name: str, max_inputs: int = 64, max_input_chars: int = 2000,

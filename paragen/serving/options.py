@@ -29,7 +29,7 @@ def check_args(args) -> None:
         raise ConfigError(f"--port {args.port}: must be between 1 and 65535")
     if not args.host or args.host != args.host.strip() or any(c in args.host for c in "/ \t"):
         raise ConfigError(f"--host {args.host!r}: expected an IP address or a host name")
-    for option in ("max_inputs", "max_batch_tokens", "max_input_chars", "max_body_bytes"):
+    for option in ("max_inputs", "max_tokens", "max_input_chars", "max_body_bytes"):
         _positive("--" + option.replace("_", "-"), getattr(args, option, None))
     wait = args.max_wait_ms
     if not (math.isfinite(wait) and 0 <= wait <= MAX_WAIT_MS):

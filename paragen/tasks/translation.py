@@ -66,7 +66,7 @@ class TranslationTask:
         if self.mode != "train" and self.env.amp_dtype is not None:
             # Decoding only: store the weights in bf16/fp16 once, as fairseq's `--fp16` does.
             # Autocast over fp32 weights would cast every weight again at every call, which
-            # made bf16 slower than fp32 at batch 1 on a GPU (docs/results.md).
+            # made bf16 slower than fp32 at batch 1 on a GPU (docs/benchmarks.md).
             self.model.to(self.env.amp_dtype)
         logger.info("model %s: %.2fM parameters", type(self.model).__name__,
                     sum(p.numel() for p in self.model.parameters()) / 1e6)

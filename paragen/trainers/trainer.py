@@ -50,7 +50,7 @@ class Trainer:
         self.higher_is_better = not assess_by.endswith("loss")
         self.log_interval, self.resume, self.env = log_interval, resume, env
         self.init_from = init_from  # a checkpoint to start from (e.g. the AR teacher for GLAT)
-        self.compile = compile  # torch.compile the network (measured: docs/results.md)
+        self.compile = compile  # torch.compile the network (measured: docs/benchmarks.md)
         self.step = self.epoch = self.batch_in_epoch = self.bad_validations = 0
         self.best: Optional[float] = None
         self.last_validated_step = -1
