@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from fastapi import FastAPI, Request  # this module is only imported when serving
 from fastapi.responses import JSONResponse

@@ -21,7 +21,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from paragen.datasets.binarized import WrappedIds
-from paragen.errors import ConfigError
+from paragen.errors import ConfigError, DataError
 from paragen.evaluators import generate_in_order
 from paragen.interfaces import ColumnDataset, StreamingDataset, TokenArrayDataset
 from paragen.registry import build, lookup, register_task
@@ -78,6 +78,10 @@ class TranslationTask:
         self.evaluator = build("evaluator", self.sections["evaluator"] or {"class": "Evaluator"},
                                "task.evaluator")
         self.splits = {name: self._load_split(name, cfg) for name, cfg in self.sections["data"].items()}
+        for name, split in self.splits.items():  # found now, not after an hour of training
+            if "lengths" in split and len(split["lengths"]) == 0:
+                raise DataError(f"task.data.{name}: the split has no samples (empty files, or "
+                                f"every line skipped as empty)")
         self.loaders = {name: self._build_loader(name) for name in self.splits}
         if self.mode == "train":
             if "train" not in self.splits:
@@ -116,11 +120,19 @@ class TranslationTask:
             return {"streaming": dataset}
         if isinstance(dataset, TokenArrayDataset):  # binarized: ids stay on disk
             return self._binarized_split(dataset)
-        if isinstance(dataset, ColumnDataset):  # column access: no per-sample dicts built
-            sources, targets = dataset.lines(self.src), dataset.lines(self.tgt)
-        else:
-            sources = [sample[self.src] for sample in dataset]
-            targets = [sample[self.tgt] for sample in dataset]
+        if len(dataset) and not isinstance(dataset[0], dict):
+            raise ConfigError(f"task.data.{name}.class: {type(dataset).__name__} gives plain "
+                              f"lines; a translation split needs '{self.src}' and '{self.tgt}' "
+                              f"sides (ParallelTextDataset, JsonlDataset, ...)")
+        try:
+            if isinstance(dataset, ColumnDataset):  # column access: no per-sample dicts built
+                sources, targets = dataset.lines(self.src), dataset.lines(self.tgt)
+            else:
+                sources = [sample[self.src] for sample in dataset]
+                targets = [sample[self.tgt] for sample in dataset]
+        except KeyError as err:
+            raise ConfigError(f"task.data.{name}: no {err} side in this split; it needs "
+                              f"'{self.src}' and '{self.tgt}' (task.src, task.tgt)") from None
         return {"sources": sources, "targets": targets,
                 **self.encode(sources, targets, split=name)}
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from itertools import islice
 from typing import Any, Dict, Iterator, List, Optional
@@ -20,13 +21,16 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 from tqdm import tqdm
 
-from paragen.checkpoint import (load_checkpoint, load_matching_weights, model_state, rng_state,
+from paragen.checkpoint import (assign_weights, load_checkpoint, load_matching_weights,
+                                model_state, rng_state,
                                 save_checkpoint, set_rng_state)
 import paragen.lr_schedulers  # noqa: F401  (registers the schedules a config names)
-from paragen.errors import ParagenError, TrainingInterrupted
+from paragen.errors import ConfigError, DataError, ParagenError, TrainingInterrupted
 from paragen.interfaces import ProgressAware
 from paragen.optim import parameter_groups
 from paragen.registry import build, register_trainer
+from paragen.trainers.run_folder import (RunLock, clear_run, holds_a_run,
+                                         remove_orphaned_temp_files)
 
 logger = logging.getLogger("paragen")
 
@@ -38,7 +42,8 @@ class Trainer:
                  update_freq: int = 1, clip_norm: float = 0.0, validate_interval: int = 1000,
                  save_dir: str = "checkpoints", keep_last: int = 5, assess_by: str = "valid.bleu",
                  early_stopping_patience: int = 0, log_interval: int = 50, resume: bool = True,
-                 init_from: Optional[str] = None, compile: bool = False, *, env):
+                 init_from: Optional[str] = None, compile: bool = False, overwrite: bool = False,
+                 *, env):
         if not (max_steps or max_epochs or max_minutes):
             raise ParagenError("task.trainer: set at least one of max_steps, max_epochs, max_minutes")
         self.optimizer_config = optimizer or {"class": "AdamW"}
@@ -49,6 +54,15 @@ class Trainer:
         self.assess_by, self.patience = assess_by, early_stopping_patience
         self.higher_is_better = not assess_by.endswith("loss")
         self.log_interval, self.resume, self.env = log_interval, resume, env
+        self.overwrite = overwrite  # a fresh run may replace another run's checkpoints
+        for name, value, low in (("update_freq", update_freq, 1), ("log_interval", log_interval, 1),
+                                 ("max_steps", max_steps, 0), ("max_epochs", max_epochs, 0),
+                                 ("max_minutes", max_minutes, 0), ("clip_norm", clip_norm, 0),
+                                 ("validate_interval", validate_interval, 0),
+                                 ("keep_last", keep_last, 0),
+                                 ("early_stopping_patience", early_stopping_patience, 0)):
+            if value < low:
+                raise ConfigError(f"task.trainer.{name}: must be ≥ {low}, got {value}")
         self.init_from = init_from  # a checkpoint to start from (e.g. the AR teacher for GLAT)
         self.compile = compile  # torch.compile the network (measured: docs/benchmarks.md)
         self.step = self.epoch = self.batch_in_epoch = self.bad_validations = 0
@@ -58,6 +72,10 @@ class Trainer:
         self.train_seconds = 0.0  # inside optimizer updates only: the tokens/s denominator
         self.wall_seconds = 0.0  # everything, validation included: what max_minutes limits
         self.total_steps: Optional[int] = None  # from max_steps or max_epochs, set by train()
+        self.stop_requested = False  # set by Ctrl-C / SIGTERM; the loop stops between updates
+        self._consistent = True  # False from the optimizer step to the step count's increment
+        self._rng_before_update: Optional[Dict[str, Any]] = None
+        self._saved_step = 0  # the step of the newest checkpoint written or resumed from
 
     # ---------------------------------------------------------------- setup and state
     def _build_optimization(self, model: torch.nn.Module) -> None:
@@ -66,9 +84,9 @@ class Trainer:
         self.scheduler = build("lr_scheduler", self.scheduler_config, "task.trainer.lr_scheduler")
         self.scaler = torch.amp.GradScaler(enabled=self.env.precision == "fp16")
 
-    def state_dict(self, task) -> Dict[str, Any]:
+    def state_dict(self, task, rng: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         return {"model": model_state(task.model), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": rng_state(), "config": task.config,
+                "scaler": self.scaler.state_dict(), "rng": rng or rng_state(), "config": task.config,
                 "trainer": {"step": self.step, "epoch": self.epoch,
                             "batch_in_epoch": self.batch_in_epoch, "best": self.best,
                             "bad_validations": self.bad_validations,
@@ -76,25 +94,78 @@ class Trainer:
                             "wall_seconds": self.wall_seconds}}
 
     def _restore(self, task, path: str) -> None:
+        """Continue the run in `path`. The model must be the same; the optimizer class too
+        (its moments are kept); changed optimizer settings (lr, betas, weight decay) and
+        schedules take effect from here on, and are logged."""
         state = load_checkpoint(path)
-        task.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if not {"model", "optimizer", "trainer", "rng", "scaler"} <= set(state):
+            raise DataError(f"{path}: not a training checkpoint of paragen (cannot resume "
+                            f"from it; set task.trainer.overwrite: true to start over)")
+        assign_weights(task.model, state["model"], f"{path} (resuming)")
+        self._restore_optimizer(state, path)
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         for key, value in state["trainer"].items():
             setattr(self, key, value)
+        self._saved_step = self.step
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step,
                     self.epoch, self.batch_in_epoch)
 
-    def _save(self, task, name: str) -> None:
+    def _restore_optimizer(self, state: Dict[str, Any], path: str) -> None:
+        stored = ((state.get("config") or {}).get("task") or {}).get("trainer") or {}
+        stored_class = (stored.get("optimizer") or {"class": "AdamW"}).get("class", "AdamW")
+        current_class = self.optimizer_config.get("class", "AdamW")
+        if str(stored_class).lower() != str(current_class).lower():
+            raise ConfigError(f"task.trainer.optimizer.class: {current_class}, but {path} was "
+                              f"trained with {stored_class}; keep it to resume, or start over "
+                              f"in another save_dir (or with task.trainer.overwrite: true)")
+        fresh = [{k: v for k, v in group.items() if k != "params"}
+                 for group in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise DataError(f"{path}: the optimizer state does not fit this model "
+                            f"({err}); start over in another save_dir") from None
+        changed = []
+        for group, settings in zip(self.optimizer.param_groups, fresh):
+            for key, value in settings.items():
+                old = group.get("peak_lr" if key == "lr" else key)
+                if key == "lr":
+                    group["peak_lr"] = value  # the schedule multiplies this peak
+                else:
+                    group[key] = value
+                if old != value and _differs(old, value):
+                    changed.append(f"{key} {old} → {value}")
+        for change in dict.fromkeys(changed):
+            logger.warning("resuming with a changed optimizer setting: %s", change)
+
+    def _save(self, task, name: str, rng: Optional[Dict[str, Any]] = None) -> None:
         if self.env.is_main:
-            save_checkpoint(self.state_dict(task), os.path.join(self.save_dir, name))
+            save_checkpoint(self.state_dict(task, rng), os.path.join(self.save_dir, name))
+        self._saved_step = self.step
 
     # ---------------------------------------------------------------- the loop
     def train(self, task) -> Dict[str, Any]:
         os.makedirs(self.save_dir, exist_ok=True)
+        lock = RunLock(self.save_dir).acquire() if self.env.is_main else None
+        try:
+            return self._train_locked(task)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _train_locked(self, task) -> Dict[str, Any]:
         last = os.path.join(self.save_dir, "last.pt")
         resuming = self.resume and os.path.exists(last)
+        if self.env.is_main:
+            remove_orphaned_temp_files(self.save_dir)
+            if not resuming and holds_a_run(self.save_dir):
+                if not self.overwrite:
+                    raise ConfigError(
+                        f"task.trainer.save_dir: {self.save_dir} holds another run's checkpoints"
+                        f" or log; resume it (resume: true, with its last.pt), use another "
+                        f"save_dir, or set task.trainer.overwrite: true to replace them")
+                clear_run(self.save_dir)
         if self.init_from and not resuming:
             loaded, kept = load_matching_weights(task.model, self.init_from)
             logger.info("initialized %d tensors from %s; %d keep their fresh init: %s",
@@ -121,23 +192,45 @@ class Trainer:
         if resuming:
             self._restore(task, last)
         self.metrics_log = _open_log(os.path.join(self.save_dir, "metrics.jsonl"))
-        # SIGINT too: a process started in the background by a non-interactive shell inherits
-        # SIGINT as ignored, and Python then never raises KeyboardInterrupt for it.
-        previous_handlers = {sig: signal.signal(sig, _raise_keyboard_interrupt)
+        # Ctrl-C / SIGTERM ask the loop to stop after the update in progress, so the saved
+        # state (weights, optimizer, RNG, data position) is one that an uninterrupted run also
+        # passes through and resuming repeats it exactly. A second signal stops at once
+        # (exit 130, nothing saved beyond the last checkpoint). SIGINT is set explicitly: a
+        # process started in the background by a shell inherits it as ignored.
+        self.stop_requested = False
+        previous_handlers = {sig: signal.signal(sig, self._request_stop)
                              for sig in (signal.SIGINT, signal.SIGTERM)} \
-            if self.env.is_main else {}
+            if threading.current_thread() is threading.main_thread() else {}
         try:
-            return self._train_loop(task)
+            result = self._train_loop(task)
         except KeyboardInterrupt:
-            self._save(task, "last.pt")
-            logger.warning("interrupted at step %d: saved %s; rerun the same command to resume",
-                           self.step, last)
-            raise TrainingInterrupted(f"training interrupted at step {self.step}; "
-                                      f"checkpoint saved to {last}") from None
+            raise  # a second Ctrl-C: stop now; the last checkpoint stands
+        except Exception:
+            # A failure between checkpoints (a bad line deep in a streamed corpus, a crash in
+            # validation): keep the updates made since the last checkpoint, as the state after
+            # the last complete update, then fail as before.
+            if self._consistent and self.step > self._saved_step:
+                # the RNG as the failed update found it: a resumed run repeats that update
+                self._save(task, "last.pt", rng=self._rng_before_update)
+                logger.error("training failed at step %d; saved %s (rerun to resume)",
+                             self.step, last)
+            raise
         finally:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
             self.metrics_log.close()
+        if self.stop_requested:
+            logger.warning("interrupted at step %d: saved %s; rerun the same command to resume",
+                           self.step, last)
+            raise TrainingInterrupted(f"training interrupted at step {self.step}; "
+                                      f"checkpoint saved to {last}")
+        return result
+
+    def _request_stop(self, signum, frame) -> None:
+        if self.stop_requested:  # the second signal: stop now
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        logger.warning("stopping after the current update (press Ctrl-C again to stop now)")
 
     def _train_loop(self, task) -> Dict[str, Any]:
         task.model.train()
@@ -151,8 +244,11 @@ class Trainer:
             batches = task.train_loader.epoch_batches(self.epoch, start=self.batch_in_epoch)
             updates = self._rank_local_updates(batches) if self.rank_local else \
                 _chunks(batches, self.update_freq * self.env.world_size)
+            epoch_had_updates = self.batch_in_epoch > 0
             for update in updates:
+                epoch_had_updates = True
                 started = time.perf_counter()
+                self._rng_before_update = rng_state()
                 logs = self._update(task, update)
                 elapsed = time.perf_counter() - started
                 self.train_seconds += elapsed
@@ -160,6 +256,7 @@ class Trainer:
                 # position (stored by rank 0) is every rank's own position on resume.
                 self.batch_in_epoch += self.update_freq if self.rank_local else len(update)
                 self.step += 1
+                self._consistent = True
                 for key, value in logs.items():
                     window[key] = window.get(key, 0) + value
                 window["seconds"] += elapsed
@@ -169,16 +266,32 @@ class Trainer:
                 if self.validate_interval and self.step % self.validate_interval == 0:
                     scores = self._validate(task)
                 self.wall_seconds = time.perf_counter() - clock
-                if self._finished():
+                if self._finished() or self._stop_agreed():
                     break
             else:  # the epoch ran out
+                if not epoch_had_updates:
+                    raise DataError("task.data.train: an epoch of the training data yields no "
+                                    "batch (empty corpus, or every line filtered out)")
                 self.epoch += 1
                 self.batch_in_epoch = 0
+                continue
+            if self.stop_requested:
+                progress.close()
+                self._save(task, "last.pt")
+                return {"train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds}
         progress.close()
         if self.last_validated_step != self.step:
             scores = self._validate(task)
         self._save(task, "last.pt")
         return {**scores, "train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds}
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop for a signal; under DDP all ranks agree (one tiny all-reduce), so
+        none is left waiting in a collective."""
+        if self.env.world_size == 1:
+            return self.stop_requested
+        self.stop_requested = self._sum_over_ranks(int(self.stop_requested)) > 0
+        return self.stop_requested
 
     def _finished(self) -> bool:
         return bool((self.max_steps and self.step >= self.max_steps)
@@ -237,6 +350,7 @@ class Trainer:
         if self.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(task.model.parameters(), self.clip_norm)
         self.lr = self.scheduler.apply(self.optimizer, self.step + 1, self._planned_steps())
+        self._consistent = False  # weights change; the step count follows in train_loop
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -354,5 +468,8 @@ def _open_log(path: str):
     return log
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _differs(old: Any, new: Any) -> bool:
+    """Optimizer settings compare as values: (0.9, 0.98) and [0.9, 0.98] are the same."""
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return list(old) != list(new)
+    return old != new
