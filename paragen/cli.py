@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import sys
+import traceback
 from typing import List, Optional
 
 from paragen.commands.train import add_arguments, run_config
@@ -42,6 +44,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         sub = subparsers[verb] = verbs.add_parser(verb, help=help_text, description=help_text)
         sub.set_defaults(module=module, accepts_overrides=False)
         importlib.import_module(module).add_arguments(sub)
+        sub.add_argument("--debug", action="store_true",
+                         help="show the full traceback of an error (also PARAGEN_DEBUG=1)")
     args, extra = parser.parse_known_args(argv)
     args.overrides = extra
     if extra:
@@ -54,7 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             sub.error(f"unrecognized argument {unknown[0]}{hint}" + (
                 " (config overrides start with --task. or --env.)"
                 if args.accepts_overrides else ""))
-    return _run(lambda: importlib.import_module(args.module).run(args))
+    return _run(lambda: importlib.import_module(args.module).run(args), args.debug)
 
 
 def _not_overrides(extra: List[str]) -> List[str]:
@@ -77,27 +81,58 @@ def run_main(argv: Optional[List[str]] = None) -> int:
     """`paragen-run --config cfg.yaml [--lib X] [--task.a.b V ...]`: runs `task.mode`."""
     parser = argparse.ArgumentParser(prog="paragen-run")
     add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args, overrides = parser.parse_known_args(argv)
     unknown = _not_overrides(overrides)
     if unknown:
         parser.error(f"unrecognized argument {unknown[0]} (config overrides start with --task. "
                      f"or --env.)")
-    return _run(lambda: run_config(args.config, args.lib, overrides))
+    return _run(lambda: run_config(args.config, args.lib, overrides), args.debug)
 
 
-def _run(action) -> int:
+def _run(action, debug: bool = False) -> int:
+    """Run a verb; user-facing failures become one `error:` line and exit 2.
+
+    A `ParagenError` names its config key or file itself. An `OSError` (missing folder, disk
+    full, a directory where a file was expected) or a `ValueError` raised while building or
+    running is almost always bad input too, so it gets the same one-line form; `--debug` (or
+    PARAGEN_DEBUG=1) shows the traceback instead, for the rare genuine bug.
+    """
+    debug = debug or os.environ.get("PARAGEN_DEBUG", "") not in ("", "0")
     try:
         result = action()
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ParagenError as err:
+        if debug:
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (OSError, ValueError, MemoryError) as err:
+        if debug:
+            raise
+        print(f"error: {_one_line(err)} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+    except SystemExit as exit_:  # sys.exit() inside a plug-in or library: not a success
+        code = exit_.code if isinstance(exit_.code, int) else 1
+        if code == 0:
+            print("error: something called sys.exit(0) before the command finished "
+                  "(a plug-in?)", file=sys.stderr)
+            return EXIT_ERROR
+        raise
     return result if isinstance(result, int) else 0
+
+
+def _one_line(err: BaseException) -> str:
+    """`PermissionError: [Errno 13] Permission denied: 'x'` as one line, file name included."""
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or type(err).__name__}"
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) < 400 else text[:400] + " ..."
 
 
 if __name__ == "__main__":

@@ -38,7 +38,36 @@ def load_yaml(path: str) -> Dict[str, Any]:
         raise ConfigError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
+    size = _expanded_size(config, {}, set())
+    if size > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{path}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML "
+                          f"aliases referring to aliases?); real configs hold hundreds")
     return config
+
+
+MAX_CONFIG_VALUES = 100_000  # real configs hold hundreds; an alias bomb holds billions
+
+
+def _expanded_size(node: Any, sizes: Dict[int, int], open_nodes: set) -> int:
+    """How many values `node` holds once every alias is copied out, counted without copying
+    (each shared node once), so a "billion laughs" file is refused in milliseconds."""
+    if not isinstance(node, (dict, list)):
+        return 1
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ConfigError("the config refers to itself through a YAML alias")
+    open_nodes.add(key)
+    children = node.values() if isinstance(node, dict) else node
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_nodes)
+        if total > MAX_CONFIG_VALUES:
+            break
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
 
 
 def parse_value(text: str) -> Any:

@@ -39,6 +39,19 @@ class Environment:
     def __post_init__(self) -> None:
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            kind = torch.device(self.device).type
+        except (RuntimeError, ValueError):
+            raise ConfigError(f"env.device: {self.device!r} is not a device; use auto, cpu, cuda "
+                              f"or cuda:N") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"env.device: {self.device} asked for, but no CUDA device is "
+                              f"available here; use cpu (or auto)")
+        if kind not in ("cpu", "cuda"):
+            raise ConfigError(f"env.device: {self.device!r}: paragen runs on cpu or cuda")
+        for name, value in (("threads", self.threads), ("seed", self.seed)):
+            if value < 0:
+                raise ConfigError(f"env.{name}: must be ≥ 0, got {value}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"env.precision: expected one of {list(PRECISIONS)}, "
                               f"got {self.precision!r}")
@@ -124,7 +137,7 @@ def import_libs(libs: List[str]) -> None:
             importlib.import_module(name)
         except ImportError as err:
             raise ConfigError(f"--lib {lib}: cannot import {name!r} ({err})") from None
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # a plug-in must not end the command
             raise ConfigError(f"--lib {lib}: importing {name!r} failed: "
                               f"{type(err).__name__}: {err}") from None
         logger.info("imported plug-in library %s", lib)

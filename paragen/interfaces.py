@@ -29,6 +29,15 @@ class Tokenizer(Protocol):
 
 
 @runtime_checkable
+class FingerprintedTokenizer(Protocol):
+    """A tokenizer that can tell its model file apart from others (binarized data records it,
+    and is refused with another tokenizer)."""
+
+    fingerprint: str  # a short hash of the model
+    fingerprint_source: str  # where the model came from, for messages
+
+
+@runtime_checkable
 class ColumnDataset(Protocol):
     """A dataset that hands out one language's lines at once (no per-sample dicts)."""
 

@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Callable, Dict, Type
 
-from paragen.errors import ConfigError
+from paragen.errors import ConfigError, ParagenError
 
 logger = logging.getLogger("paragen")
 
@@ -81,7 +81,21 @@ def build(kind: str, config: Dict[str, Any] | None, path: str, /, **runtime: Any
     cls = lookup(kind, config["class"], path)
     kwargs = {k: v for k, v in config.items() if k != "class"}
     kwargs = check_arguments(cls, kwargs, path, runtime)
-    return cls(**kwargs, **runtime)
+    try:
+        return cls(**kwargs, **runtime)
+    except ParagenError:
+        raise
+    except TypeError as err:
+        # Most often a plug-in class whose constructor does not take the runtime arguments
+        # its parent passes (pad_id, vocabulary sizes, the model ...).
+        if runtime and "argument" in str(err):
+            raise ConfigError(f"{path}: {cls.__name__} cannot be built with the arguments "
+                              f"paragen passes ({', '.join(sorted(runtime))}): {err}") from err
+        raise
+    except ValueError as err:  # a constructor rejecting a value: name the key's section
+        message = str(err)
+        raise ConfigError(message if message.startswith(path)
+                          else f"{path} ({cls.__name__}): {message}") from err
 
 
 def check_arguments(cls: type, kwargs: Dict[str, Any], path: str,

@@ -54,6 +54,7 @@ def test_generate_files_and_evaluate_prints_signature(trained, small_corpus, tmp
     assert (tmp_path / "test.hyp").read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_bench_rows_per_precision_and_budget(trained, small_corpus, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--model", str(trained), "--input", small_corpus["valid"]["de"],

@@ -20,6 +20,7 @@ def _odd_epoch_budget(small_corpus, tmp_path) -> int:
     raise AssertionError("no odd batch count found")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", [{"max_steps": 3}, {"max_epochs": 1}])
 def test_two_ranks_equal_one_process_with_accumulation(limit, small_corpus, tmp_path):
     max_tokens = _odd_epoch_budget(small_corpus, tmp_path) if "max_epochs" in limit else 600

@@ -7,6 +7,7 @@ import torch
 
 from helpers import tiny_config, write_config
 from paragen.cli import main
+from paragen.errors import ConfigError
 from paragen.model_folder import SUFFIX
 from paragen.tasks.build import load_trained_task
 
@@ -56,6 +57,7 @@ def decode(model: str, sources, overrides=(), beam=None):
     ("glat", [{}, {"overrides": ["task.generator.length_beam=3"]}]),
     ("glat_ctc", [{}, {"overrides": ["task.generator.return_scores=true"]}]),
 ])
+@pytest.mark.slow
 def test_exported_model_decodes_token_for_token(trained, test_sources, tmp_path, family,
                                                 settings, fmt):
     exported = tmp_path / f"{family}-{fmt}"
@@ -156,5 +158,5 @@ def test_exported_nat_refuses_refinement_passes(trained, tmp_path):
     exported = tmp_path / "glat-ts"
     assert main(["export", "--model", str(trained / "glat"), "--format", "torchscript",
                  "--output", str(exported)]) == 0
-    with pytest.raises(ValueError, match="refine_steps"):
+    with pytest.raises(ConfigError, match="task.generator.refine_steps"):
         load_trained_task(str(exported), "infer", ["task.generator.refine_steps=1"])

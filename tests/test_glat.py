@@ -115,6 +115,7 @@ def test_collapse_repeats_and_left_align():
     assert left_align(collapse_repeats(tokens, PAD), PAD).tolist() == [[5, 6, 7], [8, 8, 9]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", ["length", "ctc"])
 def test_glat_overfits_a_small_corpus(small_corpus, tmp_path, output):
     """Both GLAT outputs (length classifier, CTC) memorise 100 pairs in 500 updates."""

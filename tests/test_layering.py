@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "paragen"
 
 # Lowest first. A module may import from its own layer and the ones below it.
 LAYERS = [
-    ("core", {"errors", "registry", "config", "env", "checkpoint", "model_folder", "interfaces"}),
+    ("core", {"errors", "registry", "config", "env", "checkpoint", "model_folder", "interfaces",
+              "files"}),
     ("data", {"tokenizers", "datasets", "samplers", "dataloaders"}),
     ("modules", {"modules", "encoders", "decoders"}),
     ("models", {"models"}),

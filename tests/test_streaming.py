@@ -62,6 +62,7 @@ def test_every_line_once_per_epoch_across_two_ranks_and_two_workers(small_corpus
     assert per_rank == [150, 150]
 
 
+@pytest.mark.slow
 def test_streaming_training_and_ddp_ranks_finish_together(small_corpus, shards, tmp_path):
     assert main(["train", "--config", write_config(
         streaming_config(small_corpus, shards, tmp_path / "single", max_steps=4),

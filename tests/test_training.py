@@ -84,6 +84,7 @@ def test_auto_horizon_decays_to_zero_at_max_steps(tmp_path, small_corpus):
     assert task.trainer.lr == pytest.approx(0.0)
 
 
+@pytest.mark.slow
 def test_overfits_a_small_corpus_and_decodes_it(small_corpus, tmp_path):
     """30 sentence pairs, 400 steps: the model must reproduce most training targets exactly."""
     from paragen.datasets import read_lines

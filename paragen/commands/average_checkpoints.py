@@ -42,6 +42,8 @@ def select_checkpoints(folder: str, last: int) -> list:
 def run(args: argparse.Namespace) -> int:
     if bool(args.inputs) == bool(args.dir):
         raise ConfigError("give either --inputs or --dir")
+    if args.last < 1:
+        raise ConfigError(f"--last {args.last}: must be at least 1")
     paths = args.inputs or select_checkpoints(args.dir, args.last)
     newest = load_checkpoint(paths[-1])
     dtype = STORAGE_DTYPES[args.dtype]

@@ -7,7 +7,6 @@ streaming in chunks, so corpora far larger than RAM can be prepared. Train on th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import time
 from typing import Iterator, List
@@ -44,9 +43,15 @@ def _encoded_chunks(path: str, tokenizer, progress) -> Iterator[List[List[int]]]
 
 def run(args: argparse.Namespace) -> int:
 
+    names = [os.path.basename(path) for path in args.input]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        same = [path for path in args.input if os.path.basename(path) == clashes[0]]
+        raise DataError(f"--input {' and '.join(same)}: both would be written to "
+                        f"{os.path.join(args.output_dir, clashes[0])}.bin; binarize them into "
+                        f"different --output-dir folders")
     tokenizer = SentencePieceTokenizer(args.tokenizer)
-    with open(args.tokenizer, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    digest = tokenizer.fingerprint
     for path in args.input:
         prefix = os.path.join(args.output_dir, os.path.basename(path))
         started = time.perf_counter()

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from paragen.datasets import read_lines
 from paragen.errors import DataError
+from paragen.files import check_output_path
 from paragen.tasks.build import load_trained_task, search_for_beam
 
 CHUNK_LINES = 2000
@@ -43,6 +44,7 @@ def completed_lines(path: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_path(args.output, [args.input])
     lines = read_lines(args.input)
     done = completed_lines(args.output)
     if done > len(lines):

@@ -12,6 +12,7 @@ from typing import Iterator, List
 
 from paragen.datasets import iter_line_chunks
 from paragen.errors import DataError
+from paragen.files import atomic_text_output, check_output_path
 from paragen.tasks.build import load_trained_task, search_for_beam
 
 CHUNK_LINES = 10_000
@@ -28,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output:
+        check_output_path(args.output, [args.input])  # before the model loads
     overrides = list(args.overrides) + [
         "task.dataloader.infer.class=DataLoader",
         "task.dataloader.infer.sampler.class=BucketSampler",
@@ -35,15 +38,18 @@ def run(args: argparse.Namespace) -> int:
         f"task.dataloader.infer.sampler.max_tokens={args.max_tokens}"]
     task = load_trained_task(args.model, "infer", overrides, libs=args.lib,
                              search=search_for_beam(args.beam))
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
-        for chunk in _chunks(args.input):
-            out.writelines(line + "\n" for line in task.translate(chunk))
-            out.flush()
-    finally:
-        if args.output:
-            out.close()
+    if args.output is None:
+        _translate(task, args.input, sys.stdout)
+        return 0
+    with atomic_text_output(args.output, [args.input]) as out:  # whole, or not at all
+        _translate(task, args.input, out)
     return 0
+
+
+def _translate(task, path: str | None, out) -> None:
+    for chunk in _chunks(path):
+        out.writelines(line + "\n" for line in task.translate(chunk))
+        out.flush()
 
 
 def _chunks(path: str | None) -> Iterator[List[str]]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import io
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from typing import Callable, Dict, List, Tuple
 
 from paragen.errors import DataError
@@ -98,20 +100,33 @@ def download(files: List[Tuple[str, str]], base_url: str, output: str) -> None:
         print(f"{local}: downloaded from {url} ({lines} lines, sha256 ok)")
 
 
+# The largest Multi30k file is about 4 MB decompressed; these bounds leave ample room and stop
+# a hostile or broken server from filling memory (a gzip bomb expands 1,000-fold).
+MAX_DOWNLOAD_BYTES = 64 << 20
+MAX_DECOMPRESSED_BYTES = 256 << 20
+
+
 def _fetch(url: str) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
-            return response.read()
+            data = response.read(MAX_DOWNLOAD_BYTES + 1)
     except (urllib.error.URLError, OSError) as err:
         raise DataError(f"{url}: download failed ({err})") from None
+    if len(data) > MAX_DOWNLOAD_BYTES:
+        raise DataError(f"{url}: larger than {MAX_DOWNLOAD_BYTES >> 20} MiB; refusing it")
+    return data
 
 
 def _verified(name: str, url: str, compressed: bytes) -> bytes:
     """Decompress and check the hash; raise before anything is written for this file."""
     try:
-        content = gzip.decompress(compressed)
-    except (OSError, EOFError) as err:
+        with gzip.GzipFile(fileobj=io.BytesIO(compressed)) as stream:
+            content = stream.read(MAX_DECOMPRESSED_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{url}: not a valid gzip file ({err})") from None
+    if len(content) > MAX_DECOMPRESSED_BYTES:
+        raise DataError(f"{url}: decompresses to more than {MAX_DECOMPRESSED_BYTES >> 20} MiB; "
+                        f"refusing it")
     actual = hashlib.sha256(content).hexdigest()
     expected = MULTI30K_SHA256[name]
     if actual != expected:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from paragen.errors import DataError
+from paragen.interfaces import FingerprintedTokenizer
 from paragen.registry import register_dataset
 
 
@@ -27,8 +28,14 @@ class TokenArray:
         for suffix in (".bin", ".idx", ".json"):
             if not os.path.isfile(prefix + suffix):
                 raise DataError(f"{prefix}{suffix}: file not found (run `paragen binarize`)")
-        with open(prefix + ".json", encoding="utf-8") as f:
-            self.meta = json.load(f)
+        self.prefix = prefix
+        try:
+            with open(prefix + ".json", encoding="utf-8") as f:
+                self.meta = json.load(f)
+            self.meta["sentences"], self.meta["dtype"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{prefix}.json: not the metadata `paragen binarize` writes "
+                            f"({type(err).__name__}: {err})") from None
         self.offsets = np.fromfile(prefix + ".idx", dtype=np.int64)
         if len(self.offsets) != self.meta["sentences"] + 1:
             raise DataError(f"{prefix}.idx: {len(self.offsets) - 1} sentences, but "
@@ -43,6 +50,20 @@ class TokenArray:
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self.tokens[self.offsets[index]:self.offsets[index + 1]]
+
+    def check_tokenizer(self, tokenizer, where: str) -> None:
+        """Ids made by another tokenizer would train silently on the wrong words: refuse."""
+        made_with = str(self.meta.get("tokenizer", ""))
+        digest = made_with.rsplit("#", 1)[-1] if "#" in made_with else None
+        if isinstance(tokenizer, FingerprintedTokenizer) and digest \
+                and digest != tokenizer.fingerprint:
+            raise DataError(f"{self.prefix}.json: binarized with tokenizer {made_with}, but "
+                            f"{where} is {tokenizer.fingerprint_source}#"
+                            f"{tokenizer.fingerprint}; run `paragen binarize` again with it")
+        vocab = self.meta.get("vocab_size")
+        if vocab is not None and vocab != tokenizer.vocab_size:
+            raise DataError(f"{self.prefix}.json: made for a vocabulary of {vocab} ids, but "
+                            f"{where} has {tokenizer.vocab_size}")
 
 
 class WrappedIds:

@@ -29,14 +29,16 @@ from torch import nn
 from paragen.registry import register_search
 from paragen.search.base import Search, select_rows, step_log_probs
 
+MAX_BEAM = 256  # beyond this the (B·beam × V) scores of one step fill memory, to no gain
+
 
 @register_search
 class BeamSearch(Search):
     def __init__(self, beam_size: int = 4, lenpen: float = 1.0, max_length_a: float = 1.2,
                  max_length_b: int = 10, min_length: int = 0):
         super().__init__(max_length_a, max_length_b, min_length)
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        if not 1 <= beam_size <= MAX_BEAM:
+            raise ValueError(f"beam_size must be between 1 and {MAX_BEAM}, got {beam_size}")
         self.beam_size, self.lenpen = beam_size, float(lenpen)
 
     @torch.no_grad()

@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pad_sequence
 from paragen.datasets.binarized import WrappedIds
 from paragen.errors import ConfigError, DataError
 from paragen.evaluators import generate_in_order
+from paragen.files import atomic_text_output
 from paragen.interfaces import ColumnDataset, StreamingDataset, TokenArrayDataset
 from paragen.registry import build, lookup, register_task
 from paragen.tokenizers import build_tokenizers
@@ -161,6 +162,8 @@ class TranslationTask:
         """Ids are memory-mapped and wrapped with eos/bos on access; no reference text, so
         such a split gives a loss (and is meant for training), not BLEU."""
         src, tgt = dataset.token_array(self.src), dataset.token_array(self.tgt)
+        src.check_tokenizer(self.src_tokenizer, f"task.tokenizer ({self.src})")
+        tgt.check_tokenizer(self.tgt_tokenizer, f"task.tokenizer ({self.tgt})")
         limit = self.max_length - 1
         if max(src.lengths.max(initial=0), tgt.lengths.max(initial=0)) > limit:
             raise ConfigError(f"task.max_length: binarized data has sentences longer than {limit} "
@@ -252,7 +255,8 @@ class TranslationTask:
                 print(f"{name} {metric} = {value:.2f}  ({signature})")
             if self.output_dir:
                 os.makedirs(self.output_dir, exist_ok=True)
-                with open(os.path.join(self.output_dir, f"{name}.hyp"), "w", encoding="utf-8") as f:
+                with atomic_text_output(os.path.join(self.output_dir, f"{name}.hyp"),
+                                        flag="--output-dir") as f:
                     f.writelines(h + "\n" for h in self.last_hypotheses)
         return results
 

@@ -5,6 +5,7 @@ and makes every model trained by `learn` interchangeable at that level.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from typing import Iterable, List, Sequence
@@ -31,9 +32,23 @@ class SentencePieceTokenizer:
             raise DataError(f"{model}: SentencePiece model not found; train one with "
                             "`paragen build-tokenizer`")
         self.model = model
-        self._sp = spm.SentencePieceProcessor(model_file=model)
+        try:
+            self._sp = spm.SentencePieceProcessor(model_file=model)
+        except (RuntimeError, OSError) as err:
+            raise DataError(f"{model}: not a SentencePiece model ({' '.join(str(err).split())})"
+                            ) from None
         self._special = frozenset(
             i for i in (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id()) if i >= 0)
+
+    @property
+    def fingerprint(self) -> str:
+        """The first 16 hex digits of the model file's SHA-256."""
+        with open(self.model, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:16]
+
+    @property
+    def fingerprint_source(self) -> str:
+        return self.model
 
     @property
     def pad_id(self) -> int:
