@@ -14,6 +14,7 @@ import re
 import torch
 
 from paragen.errors import ConfigError
+from paragen.files import check_output_path
 from paragen.checkpoint import average_states, load_checkpoint, save_checkpoint
 
 STEP_CHECKPOINT = re.compile(r"checkpoint_(\d+)\.pt$")
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.last < 1:
         raise ConfigError(f"--last {args.last}: must be at least 1")
     paths = args.inputs or select_checkpoints(args.dir, args.last)
+    check_output_path(args.output, paths)  # never over one of its own inputs
     newest = load_checkpoint(paths[-1])
     dtype = STORAGE_DTYPES[args.dtype]
     weights = {k: v.to(dtype) if v.is_floating_point() else v
