@@ -16,13 +16,16 @@ from paragen.errors import DataError
 
 def check_output_path(path: str, inputs: Iterable[Optional[str]] = (),
                       flag: str = "--output") -> None:
-    """One clear error for an output that is a folder, lies in a missing folder, or is one
-    of the inputs."""
+    """One clear error for an output that is a folder, lies under a file, or is one of the
+    inputs; missing folders on the way are created (as `save_dir` is)."""
     if os.path.isdir(path):
         raise DataError(f"{flag} {path}: is a folder; give a file name")
     parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise DataError(f"{flag} {path}: folder {parent} does not exist")
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"{flag} {path}: cannot create folder {parent} "
+                        f"({err.strerror or err})") from None
     if os.path.exists(path):
         for source in inputs:
             if source and os.path.exists(source) and os.path.samefile(path, source):

@@ -246,3 +246,24 @@ def test_interrupt_then_resume_repeats_the_uninterrupted_loss_sequence(small_cor
     for step in range(restart + 1, steps + 1):
         assert resumed[step] == pytest.approx(reference[step], rel=1e-6), (stop_at, step)
 
+
+
+def test_a_decode_reads_the_checkpoint_once(trained, monkeypatch):
+    """load_trained_task opens the checkpoint once, memory-mapped (the optimizer state beside
+    the weights is never read), and the model gets exactly the stored weights."""
+    import paragen.checkpoint as checkpoint_module
+    from paragen.tasks.build import load_trained_task
+
+    calls = []
+    real_load = checkpoint_module.torch.load
+
+    def counting_load(*args, **kwargs):
+        calls.append(kwargs.get("mmap"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "load", counting_load)
+    task = load_trained_task(str(trained), "infer")
+    assert calls == [True]
+    stored = load_checkpoint(str(trained / "best.pt"))["model"]
+    for name, value in task.model.state_dict().items():
+        assert torch.equal(value, stored[name]), name

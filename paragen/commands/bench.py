@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from paragen.datasets import read_lines
-from paragen.errors import ConfigError
+from paragen.errors import ConfigError, DataError
 from paragen.model_folder import is_exported, read_manifest, stored_config
 from paragen.samplers import BucketSampler
 from paragen.tasks.build import load_trained_task
@@ -139,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         folder = args.model[0] if os.path.isdir(args.model[0]) else os.path.dirname(args.model[0])
         args.output = os.path.join(folder, "decode_speed.json")
     lines = read_lines(args.input)[:args.limit or None]
+    if not lines:
+        raise DataError(f"--input {args.input}: no sentences to time")
     result = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
               "input": args.input, "sentences": len(lines),
               "batch_tokens": args.max_tokens, "repeats": args.repeats, "rounds": args.rounds,
