@@ -185,9 +185,8 @@ class Trainer:
         per_epoch = -(-epoch_batches // self.update_freq) if epoch_batches else None
         self.total_steps = self.max_steps or (self.max_epochs * per_epoch
                                               if self.max_epochs and per_epoch else None)
-        if self.scheduler.needs_plan and not (self.total_steps
-                                                                 or self.max_minutes):
-            raise ParagenError("task.trainer.lr_scheduler.total_steps: auto needs max_steps, "
+        if self.scheduler.needs_plan and not (self.total_steps or self.max_minutes):
+            raise ConfigError("task.trainer.lr_scheduler.total_steps: auto needs max_steps, "
                                "max_minutes, or max_epochs over a corpus of known length")
         if resuming:
             self._restore(task, last)
