@@ -39,6 +39,21 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model(small_corpus, tmp_path_factory) -> Path:
+    """A tiny AR model trained for 5 steps through `paragen train`: a model folder for tests
+    that only read it (copy it before changing it)."""
+    from helpers import tiny_config, write_config
+
+    from paragen.cli import main
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         root / "run", max_steps=5)
+    assert main(["train", "--config", write_config(config, root / "c.yaml")]) == 0
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory, data_dir):
     """300 training / 40 validation pairs of Multi30k and a 400-piece joint SentencePiece model."""
     from helpers import write_slice

@@ -12,12 +12,8 @@ from paragen.cli import main
 
 
 @pytest.fixture(scope="module")
-def trained(small_corpus, tmp_path_factory):
-    root = tmp_path_factory.mktemp("trained")
-    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
-                         root / "run", max_steps=3)
-    assert main(["train", "--config", write_config(config, root / "c.yaml")]) == 0
-    return root / "run"
+def trained(tiny_model):
+    return tiny_model
 
 
 def _error_line(capsys) -> str:
@@ -98,7 +94,7 @@ def test_every_output_is_checked_before_anything_is_written(trained, tmp_path, c
     line = _error_line(capsys)
     assert str(output) in line
     assert source.read_bytes() == before
-    assert load_checkpoint(str(trained / "last.pt"))["trainer"]["step"] == 3
+    assert load_checkpoint(str(trained / "last.pt"))["trainer"]["step"] == 5
 
 
 def test_missing_output_folders_are_created(trained, tmp_path):

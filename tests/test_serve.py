@@ -10,7 +10,6 @@ import httpx
 import pytest
 import torch
 
-from helpers import tiny_config, write_config
 from paragen.cli import main
 from paragen.serving.app import create_app
 from paragen.serving.batcher import DynamicBatcher
@@ -19,12 +18,8 @@ from paragen.tasks.build import load_trained_task
 
 
 @pytest.fixture(scope="module")
-def trained(small_corpus, tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
-                         root / "run", max_steps=5)
-    assert main(["train", "--config", write_config(config, root / "c.yaml")]) == 0
-    return str(root / "run")
+def trained(tiny_model):
+    return str(tiny_model)
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,6 @@ import httpx
 import pytest
 import torch
 
-from helpers import tiny_config, write_config
-from paragen.cli import main
 from paragen.serving.app import create_app
 from paragen.tasks.build import load_trained_task
 
@@ -52,16 +50,12 @@ MALFORMED = [
 
 
 @pytest.fixture(scope="module")
-def served(small_corpus, tmp_path_factory):
+def served(tiny_model, small_corpus):
     """A real server on an ephemeral port, and the expected (serially decoded) answers."""
     import uvicorn
 
-    root = tmp_path_factory.mktemp("serve-faults")
-    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
-                         root / "run", max_steps=5)
-    assert main(["train", "--config", write_config(config, root / "c.yaml")]) == 0
-    task = load_trained_task(str(root / "run"), "infer")
-    setattr(task, "max_length" if hasattr(task, "max_length") else "maxlen", MAX_LENGTH)
+    task = load_trained_task(str(tiny_model), "infer")
+    task.max_length = MAX_LENGTH
     generator = torch.Generator().manual_seed(0)  # outputs that differ between inputs
     with torch.no_grad():
         for param in task.model.parameters():
