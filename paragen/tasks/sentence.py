@@ -102,10 +102,12 @@ class SentencePredictionTask:
         if self.sections["trainer"] is None:
             raise ConfigError("task.trainer: training needs a trainer section")
         # Checkpoints are chosen by the first metric on the first evaluation split unless
-        # the config says otherwise (the trainer's own default, valid.bleu, never appears).
+        # the config says otherwise (the trainer's own default, valid.bleu, never appears);
+        # the choice is written into the config the checkpoints store.
         first = next((name for name in self.splits if name != "train"), "valid")
         metric = next(iter(self.evaluator.metrics), "loss")
         trainer = {"assess_by": f"{first}.{metric}", **self.sections["trainer"]}
+        self.config["task"]["trainer"]["assess_by"] = trainer["assess_by"]
         self.trainer = build("trainer", trainer, "task.trainer", env=self.env)
         copy_tokenizers(self.trainer.save_dir, self.config, self.base_dir)
 
