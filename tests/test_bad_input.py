@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from helpers import error_line as _error_line
 from helpers import tiny_config, write_config
 
 from paragen.checkpoint import load_checkpoint, save_checkpoint
@@ -18,14 +19,6 @@ def trained(small_corpus, tmp_path_factory):
                          root / "run", max_steps=3)
     assert main(["train", "--config", write_config(config, root / "c.yaml")]) == 0
     return root / "run"
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), lines
-    return lines[-1]
 
 
 # ---------------------------------------------------------------- a model folder runs no code

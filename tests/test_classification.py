@@ -8,6 +8,7 @@ import random
 import pytest
 import torch
 from conftest import shared_data_dir
+from helpers import error_line as _error_line
 from helpers import write_config
 
 from paragen.checkpoint import load_checkpoint
@@ -22,14 +23,6 @@ from paragen.tasks.sentence import _cut_pair
 def _write(path, text):
     path.write_text(text, encoding="utf-8")
     return str(path)
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), lines
-    return lines[-1]
 
 
 # ---------------------------------------------------------------- TsvDataset
@@ -243,7 +236,8 @@ def test_labels_survive_shuffled_and_reordered_data(trained, sst2, tmp_path, cap
 
 
 def test_explicit_label_order_is_kept(sst2, tmp_path):
-    config = classifier_config(sst2, tmp_path / "run", labels=[1, 0])
+    config = classifier_config(sst2, tmp_path / "run", labels=[1, 0], label_name="label")
+    del config["task"]["label"]  # ParaGen's spelling of the key still loads
     config["task"]["trainer"]["max_steps"] = 1
     task = build_task(config)
     assert task.labels == ["1", "0"] and task.config["task"]["labels"] == ["1", "0"]
@@ -261,6 +255,13 @@ def test_bad_classification_inputs_are_one_error_line(sst2, trained, tmp_path, c
     config["task"]["data"]["train"]["path"] = one_label
     assert main(["train", "--config", write_config(config, tmp_path / "c.yaml")]) == 2
     assert "only one label (1); a classifier needs two or more" in _error_line(capsys)
+    config["task"]["data"]["train"]["path"] = _write(tmp_path / "empty.tsv", "sentence\tlabel\n")
+    assert main(["train", "--config", write_config(config, tmp_path / "c.yaml")]) == 2
+    assert _error_line(capsys) == "error: task.data.train: the split has no samples (empty " \
+                                  "files, or every line skipped as empty)"
+    config["task"]["data"]["train"] = {"class": "TextDataset", "path": sst2["train"]}
+    assert main(["train", "--config", write_config(config, tmp_path / "c.yaml")]) == 2
+    assert "task.data.train.class: TextDataset gives plain lines" in _error_line(capsys)
     # verbs that only make sense for translation say so before loading the weights
     assert main(["generate", "--model", str(trained), "--beam", "2"]) == 2
     assert "--beam applies to translation models" in _error_line(capsys)

@@ -15,8 +15,9 @@ import sys
 from typing import Iterator, List
 
 from paragen.datasets import iter_line_chunks
-from paragen.errors import DataError
+from paragen.errors import ConfigError, DataError
 from paragen.files import atomic_text_output, check_output_path
+from paragen.interfaces import Predictor
 from paragen.tasks.build import load_trained_task, search_for_beam
 
 CHUNK_LINES = 10_000
@@ -45,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         f"task.dataloader.infer.sampler.max_tokens={args.max_tokens}"]
     task = load_trained_task(args.model, "infer", overrides, libs=args.lib,
                              search=search_for_beam(args.beam))
+    if not isinstance(task, Predictor):
+        raise ConfigError(f"{args.model}: a {type(task).__name__} has no predict(lines) and "
+                          f"output_field, which generate needs (paragen.interfaces.Predictor)")
     if args.output is None:
         _predict(task, args.input, sys.stdout, args.format)
         return 0

@@ -34,14 +34,14 @@ def place_model(model: nn.Module, env, mode: str) -> nn.Module:
     return model
 
 
-def check_splits(splits: Dict[str, Dict[str, Any]], mode: str) -> None:
-    """Empty splits are found at start-up, not after an hour of training; training needs a
-    train split."""
-    for name, split in splits.items():
-        if "lengths" in split and len(split["lengths"]) == 0:
+def check_splits(sizes: Dict[str, int], mode: str) -> None:
+    """`sizes`: samples per split (streamed splits left out). Empty splits are found at
+    start-up, not after an hour of training; training needs a train split."""
+    for name, size in sizes.items():
+        if size == 0:
             raise DataError(f"task.data.{name}: the split has no samples (empty files, or "
                             f"every line skipped as empty)")
-    if mode == "train" and "train" not in splits:
+    if mode == "train" and "train" not in sizes:
         raise ConfigError("task.data.train: training needs a 'train' split")
 
 
@@ -71,6 +71,15 @@ def build_loader(name: str, loaders: Dict[str, Any], lengths: Sequence[int],
     return build("dataloader", cfg, f"task.dataloader.{name}",
                  samples=list(range(len(lengths))), lengths=lengths, sampler=sampler,
                  collate_fn=collate_fn)
+
+
+def run_task(task) -> Dict[str, Any]:
+    """`task.run()`: train, or evaluate a trained model (`task.mode`)."""
+    if task.mode == "train":
+        return task.trainer.train(task)
+    if task.mode == "evaluate":
+        return task.evaluate()
+    raise ConfigError(f"task.mode: {task.mode!r} cannot be run; use train or evaluate")
 
 
 def report_scores(name: str, scores: Dict[str, Any], output_dir: str | None,

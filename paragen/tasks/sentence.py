@@ -26,7 +26,7 @@ from paragen.errors import ConfigError, DataError
 from paragen.interfaces import ColumnDataset
 from paragen.registry import build
 from paragen.tasks.common import (build_loader, check_splits, copy_tokenizers, place_model,
-                                  report_scores)
+                                  report_scores, run_task)
 from paragen.tokenizers import build_tokenizers
 
 logger = logging.getLogger("paragen")
@@ -41,6 +41,7 @@ class SentencePredictionTask:
     (the key `generate` prints), `default_criterion`, `default_metrics`.
     """
 
+    renamed_keys = {"label_name": "label", "maxlen": "max_length"}  # ParaGen's spellings
     output_field = "label"
     default_criterion: Dict[str, Any] = {}
     default_metrics: Dict[str, Dict[str, Any]] = {}
@@ -75,6 +76,8 @@ class SentencePredictionTask:
                                              self.base_dir)
         raw = {} if self.mode == "infer" else {
             name: self._read_split(name, cfg) for name, cfg in self.sections["data"].items()}
+        if self.mode != "infer":
+            check_splits({name: len(split["targets"]) for name, split in raw.items()}, self.mode)
         self.prepare_targets(raw)
         self.model = build("model", self.sections["model"], "task.model",
                            vocab_size=self.tokenizer.vocab_size, num_outputs=self.num_outputs,
@@ -85,7 +88,6 @@ class SentencePredictionTask:
         self.splits = {name: {**self.encode(split["texts"], split=name),
                               "targets": self.encode_targets(split["targets"], split["where"])}
                        for name, split in raw.items()}
-        check_splits(self.splits, self.mode)
         self.loaders = {name: self._build_loader(name, split)
                         for name, split in self.splits.items()}
         self.evaluator = build("evaluator", self.sections["evaluator"] or {
@@ -116,6 +118,10 @@ class SentencePredictionTask:
         """The split's text column(s) and raw target strings, and where each row came from."""
         dataset = build("dataset", cfg, f"task.data.{name}")
         columns = [*self.text, self.label]
+        if len(dataset) and not isinstance(dataset[0], dict):
+            raise ConfigError(f"task.data.{name}.class: {type(dataset).__name__} gives plain "
+                              f"lines; a split needs the columns {columns} (TsvDataset, "
+                              f"JsonlDataset)")
         if isinstance(dataset, ColumnDataset):
             values = [dataset.lines(column) for column in columns]
         else:
@@ -173,11 +179,7 @@ class SentencePredictionTask:
 
     # ------------------------------------------------------------------ run
     def run(self) -> Dict[str, Any]:
-        if self.mode == "train":
-            return self.trainer.train(self)
-        if self.mode == "evaluate":
-            return self.evaluate()
-        raise ConfigError(f"task.mode: {self.mode!r} cannot be run; use train or evaluate")
+        return run_task(self)
 
     def outputs(self, name: str) -> torch.Tensor:
         """(N, num_outputs) float model outputs for split `name`, in the split's row order."""

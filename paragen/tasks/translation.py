@@ -24,7 +24,7 @@ from paragen.evaluators import generate_in_order
 from paragen.interfaces import ColumnDataset, StreamingDataset, TokenArrayDataset
 from paragen.registry import build, lookup, register_task
 from paragen.tasks.common import (build_loader, check_splits, copy_tokenizers, place_model,
-                                  report_scores)
+                                  report_scores, run_task)
 from paragen.tokenizers import build_tokenizers
 
 logger = logging.getLogger("paragen")
@@ -66,7 +66,8 @@ class TranslationTask:
         self.evaluator = build("evaluator", self.sections["evaluator"] or {"class": "Evaluator"},
                                "task.evaluator")
         self.splits = {name: self._load_split(name, cfg) for name, cfg in self.sections["data"].items()}
-        check_splits(self.splits, self.mode)
+        check_splits({name: len(split["lengths"]) for name, split in self.splits.items()
+                      if "lengths" in split}, self.mode)
         self.loaders = {name: self._build_loader(name) for name in self.splits}
         if self.mode == "train":
             self.train_loader = self.loaders["train"]
@@ -172,11 +173,7 @@ class TranslationTask:
 
     # ------------------------------------------------------------------ run
     def run(self) -> Dict[str, Any]:
-        if self.mode == "train":
-            return self.trainer.train(self)
-        if self.mode == "evaluate":
-            return self.evaluate()
-        raise ConfigError(f"task.mode: {self.mode!r} cannot be run; use train or evaluate")
+        return run_task(self)
 
     @torch.no_grad()
     def validate(self) -> Dict[str, float]:
