@@ -134,4 +134,20 @@ class LRSchedule(Protocol):
 
 @runtime_checkable
 class Metric(Protocol):
-    def compute(self, hypotheses: List[str], references: List[str]) -> Tuple[float, str]: ...
+    """Text metrics take detokenized strings; label and correlation metrics take tensors (or
+    lists) of label indices or values. Higher is better; the string is a signature."""
+
+    def compute(self, hypotheses: Sequence[Any], references: Sequence[Any]
+                ) -> Tuple[float, str]: ...
+
+
+# ---------------------------------------------------------------- tasks
+@runtime_checkable
+class Predictor(Protocol):
+    """A task `generate` can drive: one answer (a dict) per input line, in input order.
+    `output_field` names the part that plain-text output prints (`translation`, `label`);
+    `--format jsonl` prints the whole dict. `first_line` numbers the lines in errors."""
+
+    output_field: str
+
+    def predict(self, lines: List[str], first_line: int = 1) -> List[Dict[str, Any]]: ...

@@ -51,6 +51,15 @@ def tiny_config(train: Dict[str, str], valid: Dict[str, str], spm_model: str, sa
     })
 
 
+def error_line(capsys) -> str:
+    """The one `error:` line a failed command ends with (and no traceback before it)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), lines
+    return lines[-1]
+
+
 def write_config(config: Dict[str, Any], path: Path) -> str:
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return str(path)

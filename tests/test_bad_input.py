@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from helpers import error_line as _error_line
 from helpers import tiny_config, write_config
 
 from paragen.checkpoint import load_checkpoint, save_checkpoint
@@ -14,14 +15,6 @@ from paragen.cli import main
 @pytest.fixture(scope="module")
 def trained(tiny_model):
     return tiny_model
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), lines
-    return lines[-1]
 
 
 # ---------------------------------------------------------------- a model folder runs no code

@@ -122,7 +122,8 @@ def build_for(model: str, setting: Dict[str, Any], quantize: bool, device: str,
               precision: str, libs: List[str]):
     overrides = [f"task.generator.{k}={v}" for k, v in setting.items() if k != "search"]
     overrides += [f"env.device={device}", f"env.precision={precision}"]
-    task = load_trained_task(model, "infer", overrides, search=setting.get("search"), libs=libs)
+    task = load_trained_task(model, "infer", overrides, search=setting.get("search"), libs=libs,
+                             needs="translate")
     task.generator.eval()
     if quantize:
         task.model = torch.ao.quantization.quantize_dynamic(task.model, {torch.nn.Linear},

@@ -1,9 +1,15 @@
-"""`paragen build-tokenizer --input train.de train.en --output DIR/spm --vocab-size 8000`."""
+"""`paragen build-tokenizer --input train.de train.en --output DIR/spm --vocab-size 8000`.
+
+`--column sentence` learns from one column of TSV files with a header (GLUE's train.tsv)
+instead of whole lines.
+"""
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 
-from paragen.datasets import read_lines
+from paragen.datasets import TsvDataset, read_lines
 from paragen.tokenizers import SentencePieceTokenizer
 
 
@@ -14,14 +20,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-type", default="unigram", choices=["unigram", "bpe", "char",
                                                                       "word"])
     parser.add_argument("--character-coverage", type=float, default=1.0)
+    parser.add_argument("--column", help="the inputs are TSV files with a header: learn from "
+                                         "this column (e.g. sentence)")
 
 
 def run(args: argparse.Namespace) -> int:
-
+    if args.column:
+        return _learn_from_column(args)
     for path in args.input:
         read_lines(path)  # fail early, with file and line, on missing or non-UTF-8 input
-    model = SentencePieceTokenizer.learn(args.input, args.output, vocab_size=args.vocab_size,
+    _learn(args, args.input)
+    return 0
+
+
+def _learn_from_column(args: argparse.Namespace) -> int:
+    """Write the column's cells to a scratch file beside the output, learn, remove it."""
+    cells = [cell for path in args.input for cell in TsvDataset(path).lines(args.column)]
+    folder = os.path.dirname(os.path.abspath(args.output))
+    os.makedirs(folder, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(prefix=".column-", suffix=".txt", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(cell + "\n" for cell in cells)
+        _learn(args, [scratch])
+    finally:
+        os.unlink(scratch)
+    return 0
+
+
+def _learn(args: argparse.Namespace, inputs) -> None:
+    model = SentencePieceTokenizer.learn(inputs, args.output, vocab_size=args.vocab_size,
                                          model_type=args.model_type,
                                          character_coverage=args.character_coverage)
     print(f"wrote {model}")
-    return 0

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if done > len(lines):
         raise DataError(f"{args.output}: has {done} lines but {args.input} only {len(lines)}")
     task = load_trained_task(args.model, "infer", search=search_for_beam(args.beam), libs=args.lib,
+                             needs="translate",
                              overrides=["task.dataloader.infer.class=DataLoader",
                                         "task.dataloader.infer.sampler.class=BucketSampler",
                                         "task.dataloader.infer.sampler.shuffle=false",

@@ -1,20 +1,21 @@
-"""`paragen evaluate --model DIR [--input test.de --reference test.en] [--output-dir D]`.
+"""`paragen evaluate --model DIR [--input test.de --reference test.en | --input dev.tsv]`.
 
-Without --input, the validation/test splits stored in the model's config are scored.
-Prints sacreBLEU and chrF with their signatures; writes hypotheses in input order.
+Without --input, the validation/test splits stored in the model's config are scored. Prints
+each of the task's metrics with its signature (translation: sacreBLEU and chrF;
+classification: accuracy, macro-F1, MCC); `--output-dir` receives the outputs (hypotheses,
+labels) in input order.
 """
 from __future__ import annotations
 
 import argparse
 
-from paragen.errors import ConfigError
-from paragen.model_folder import stored_config
 from paragen.tasks.build import load_trained_task, search_for_beam
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint folder or .pt file")
-    parser.add_argument("--input", help="source-language file (with --reference)")
+    parser.add_argument("--input", help="translation: source-language file (with --reference); "
+                                        "classification: a TSV file with its label column")
     parser.add_argument("--reference", help="reference translations, line-aligned with --input")
     parser.add_argument("--output-dir", help="write <split>.hyp files here")
     parser.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the config's")
@@ -23,17 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    data = None
+    inputs = None
     if args.input or args.reference:
-        if not (args.input and args.reference):
-            raise ConfigError("--input and --reference go together")
-        task_cfg = stored_config(args.model)["task"]
-        data = {"test": {"class": "ParallelTextDataset",
-                         "path": {task_cfg["src"]: args.input, task_cfg["tgt"]: args.reference}}}
+        inputs = {"input": args.input, "reference": args.reference}
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"task.output_dir={args.output_dir}")
-    task = load_trained_task(args.model, "evaluate", overrides, data=data, libs=args.lib,
+    task = load_trained_task(args.model, "evaluate", overrides, inputs=inputs, libs=args.lib,
                              search=search_for_beam(args.beam))
     task.evaluate()
     return 0

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     with bind(args.host, args.port) as sock:  # a busy port fails before the model loads
         task = load_trained_task(args.model, "infer", args.overrides, libs=args.lib,
-                                 search=search_for_beam(args.beam))
+                                 search=search_for_beam(args.beam), needs="translate")
         app = create_app(task, args.model, max_inputs=args.max_inputs,
                          max_input_chars=args.max_input_chars,
                          max_batch_tokens=args.max_tokens, max_wait_ms=args.max_wait_ms,

@@ -1,5 +1,7 @@
 """Criteria: model + batch → (loss, logging numbers). Registered with `@register_criterion`."""
 from paragen.criteria.cross_entropy import LabelSmoothedCrossEntropy
 from paragen.criteria.glancing import GlancingCrossEntropy
+from paragen.criteria.sentence import ClassificationCrossEntropy, MeanSquaredError
 
-__all__ = ["GlancingCrossEntropy", "LabelSmoothedCrossEntropy"]
+__all__ = ["ClassificationCrossEntropy", "GlancingCrossEntropy", "LabelSmoothedCrossEntropy",
+           "MeanSquaredError"]

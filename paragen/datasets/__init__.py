@@ -6,6 +6,8 @@ from paragen.datasets.binarized import BinarizedParallelDataset, TokenArray
 from paragen.datasets.streaming import StreamingParallelDataset
 from paragen.datasets.text import (JsonlDataset, ParallelTextDataset, TextDataset,
                                    decode_line, iter_line_chunks, read_lines)
+from paragen.datasets.tsv import TsvDataset
 
 __all__ = ["BinarizedParallelDataset", "JsonlDataset", "ParallelTextDataset",
-           "StreamingParallelDataset", "TextDataset", "TokenArray", "decode_line", "iter_line_chunks", "read_lines"]
+           "StreamingParallelDataset", "TextDataset", "TokenArray", "TsvDataset", "decode_line",
+           "iter_line_chunks", "read_lines"]

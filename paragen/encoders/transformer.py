@@ -27,11 +27,19 @@ class TransformerEncoder(nn.Module):
                              activation_dropout, activation, pre_norm, cross_attention=False) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
 
-    def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(B,S) token ids → memory (B,S,D) and its padding mask (B,S), True at padding."""
+    def forward(self, src: torch.Tensor, added: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B,S) token ids → memory (B,S,D) and its padding mask (B,S), True at padding.
+
+        `added` (B,S,D) is summed with the scaled token embeddings before positions are added:
+        how a sentence-pair classifier feeds segment embeddings without an encoder of its own.
+        """
         padding = src.eq(self.pad_id)
         mask = padding_to_attn_mask(padding)
-        x = self.embed(src)
+        if added is None:
+            x = self.embed(src)
+        else:
+            x = self.embed.embed_vectors(self.embed.tokens(src) * self.embed.scale + added)
         for layer in self.layers:
             x = layer(x, self_mask=mask)
         return self.final_norm(x), padding

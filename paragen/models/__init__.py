@@ -1,6 +1,7 @@
 """Models: the trainable network a criterion calls. Registered with `@register_model`."""
+from paragen.models.classifier import SequenceClassifier
 from paragen.models.exported import ExportedModel
 from paragen.models.glat import GLAT
 from paragen.models.seq2seq import Seq2Seq
 
-__all__ = ["ExportedModel", "GLAT", "Seq2Seq"]
+__all__ = ["ExportedModel", "GLAT", "Seq2Seq", "SequenceClassifier"]

@@ -28,11 +28,14 @@ import paragen.tokenizers  # noqa: F401
 import paragen.trainers  # noqa: F401
 from paragen.checkpoint import assign_weights
 from paragen.config import apply_overrides, parse_overrides
-from paragen.env import build_env
+from paragen.env import build_env, import_libs
 from paragen.errors import ConfigError
 from paragen.model_folder import open_model_folder
-from paragen.registry import build, check_config
-from paragen.tasks.translation import TranslationTask  # noqa: F401  (registers the task)
+from paragen.registry import build, check_config, lookup
+# Importing the tasks registers them.
+from paragen.tasks.classification import SequenceClassificationTask  # noqa: F401
+from paragen.tasks.regression import SequenceRegressionTask  # noqa: F401
+from paragen.tasks.translation import TranslationTask  # noqa: F401
 
 logger = logging.getLogger("paragen")
 
@@ -62,19 +65,35 @@ def search_for_beam(beam: Optional[int]) -> Optional[Dict[str, Any]]:
 
 def load_trained_task(model: str, mode: str, overrides: List[str] = (),
                       data: Optional[Dict[str, Any]] = None, libs: List[str] = (),
-                      search: Optional[Dict[str, Any]] = None):
+                      search: Optional[Dict[str, Any]] = None,
+                      inputs: Optional[Dict[str, Optional[str]]] = None,
+                      needs: Optional[str] = None):
     """Build the task stored in a model folder, in `mode` (`infer` or `evaluate`), with its
     weights.
 
-    `data` replaces the stored data splits (evaluate on other files); overrides apply last, so
-    `--task.generator.search.beam_size 8` widens the beam; `search` replaces the whole search
-    config (switching class, e.g. beam → greedy, changes which keys are valid). Plug-ins the
-    model was trained with are never imported from the folder: they must be named in `libs`.
+    `data` replaces the stored data splits (evaluate on other files); `inputs` does the same
+    from command-line files (`{"input": ..., "reference": ...}`), read as the task's
+    `input_data` says (a translation needs both files, a classifier's TSV holds its labels).
+    Overrides apply last, so `--task.generator.search.beam_size 8` widens the beam; `search`
+    replaces the whole search config (switching class, e.g. beam → greedy, changes which
+    keys are valid). `needs` names a method the verb calls (`translate`): a task without it
+    is refused before its weights load. Plug-ins the model was trained with are never
+    imported from the folder: they must be named in `libs`.
     """
     folder = open_model_folder(model)
     config = folder.config
     task_cfg = config["task"]
     task_cfg["mode"] = mode
+    missing_libs = [lib for lib in folder.stored_libs if lib not in split_libs(libs)]
+    task_class = _with_plugin_hint(lambda: _task_class(task_cfg, libs), missing_libs)
+    if needs and not hasattr(task_class, needs):
+        raise ConfigError(f"{model}: holds a {task_class.__name__}; this command works with "
+                          f"tasks that can {needs} (TranslationTask)")
+    if search is not None and not hasattr(task_class, "translate"):
+        raise ConfigError(f"--beam applies to translation models; {model} holds a "
+                          f"{task_class.__name__}")
+    if inputs is not None:
+        data = task_class.input_data(task_cfg, **inputs)
     if folder.exported:
         task_cfg["model"]["path"] = folder.folder
     else:
@@ -96,9 +115,25 @@ def load_trained_task(model: str, mode: str, overrides: List[str] = (),
     if unknown_top:
         raise ConfigError(f"{unknown_top[0]}: unknown override section; overrides start with "
                           f"task. or env. (e.g. --task.generator.length_beam 5)")
-    missing_libs = [lib for lib in folder.stored_libs if lib not in split_libs(libs)]
+    task = _with_plugin_hint(lambda: build_task(config, libs, base_dir=folder.folder),
+                             missing_libs)
+    if folder.weights is not None:
+        assign_weights(task.model, folder.weights, folder.checkpoint)
+    return task
+
+
+def _task_class(task_cfg: Dict[str, Any], libs: List[str]) -> type:
+    """The registered class of a stored task; the plug-ins named on the command line are
+    imported first (never the ones the folder names)."""
+    import_libs(split_libs(libs))
+    return lookup("task", task_cfg.get("class"), "task")
+
+
+def _with_plugin_hint(action, missing_libs: List[str]):
+    """Run `action`; a config error in a model trained with plug-ins not passed now says
+    which --lib to add."""
     try:
-        task = build_task(config, libs, base_dir=folder.folder)
+        return action()
     except ConfigError as err:
         if missing_libs:
             raise ConfigError(f"{err} — this model was trained with plug-in(s) "
@@ -106,6 +141,3 @@ def load_trained_task(model: str, mode: str, overrides: List[str] = (),
                               f"{' --lib '.join(missing_libs)} (a model folder never imports "
                               f"code by itself)") from None
         raise
-    if folder.weights is not None:
-        assign_weights(task.model, folder.weights, folder.checkpoint)
-    return task

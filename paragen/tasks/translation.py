@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from typing import Any, Dict, List, Literal, Optional
 
 import numpy as np
@@ -21,25 +19,21 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from paragen.datasets.binarized import WrappedIds
-from paragen.errors import ConfigError, DataError
+from paragen.errors import ConfigError
 from paragen.evaluators import generate_in_order
-from paragen.files import atomic_text_output
 from paragen.interfaces import ColumnDataset, StreamingDataset, TokenArrayDataset
 from paragen.registry import build, lookup, register_task
+from paragen.tasks.common import (build_loader, check_splits, copy_tokenizers, place_model,
+                                  report_scores, run_task)
 from paragen.tokenizers import build_tokenizers
 
 logger = logging.getLogger("paragen")
-
-_DEFAULT_LOADERS = {
-    "train": {"class": "DataLoader", "sampler": {"class": "BucketSampler", "max_tokens": 4096}},
-    "eval": {"class": "DataLoader",
-             "sampler": {"class": "BucketSampler", "max_tokens": 8192, "shuffle": False}},
-}
 
 
 @register_task
 class TranslationTask:
     renamed_keys = {"maxlen": "max_length"}  # older configs and model folders still load
+    output_field = "translation"  # what `generate` prints of each `predict` result
 
     def __init__(self, src: str, tgt: str, tokenizer: Dict[str, Any], model: Dict[str, Any],
                  data: Dict[str, Dict[str, Any]] = None, dataloader: Dict[str, Any] = None,
@@ -63,14 +57,7 @@ class TranslationTask:
         self.model = build("model", self.sections["model"], "task.model",
                            src_vocab_size=self.src_tokenizer.vocab_size,
                            tgt_vocab_size=self.tgt_tokenizer.vocab_size, pad_id=pad)
-        self.model.to(self.env.device)
-        if self.mode != "train" and self.env.amp_dtype is not None:
-            # Decoding only: store the weights in bf16/fp16 once, as fairseq's `--fp16` does.
-            # Autocast over fp32 weights would cast every weight again at every call, which
-            # made bf16 slower than fp32 at batch 1 on a GPU (docs/benchmarks.md).
-            self.model.to(self.env.amp_dtype)
-        logger.info("model %s: %.2fM parameters", type(self.model).__name__,
-                    sum(p.numel() for p in self.model.parameters()) / 1e6)
+        place_model(self.model, self.env, self.mode)
         self.generator = build("generator", self.sections["generator"] or {"class": "SequenceGenerator"},
                                "task.generator", model=self.model, bos_id=self.tgt_tokenizer.bos_id,
                                eos_id=self.tgt_tokenizer.eos_id, pad_id=pad)
@@ -79,14 +66,10 @@ class TranslationTask:
         self.evaluator = build("evaluator", self.sections["evaluator"] or {"class": "Evaluator"},
                                "task.evaluator")
         self.splits = {name: self._load_split(name, cfg) for name, cfg in self.sections["data"].items()}
-        for name, split in self.splits.items():  # found now, not after an hour of training
-            if "lengths" in split and len(split["lengths"]) == 0:
-                raise DataError(f"task.data.{name}: the split has no samples (empty files, or "
-                                f"every line skipped as empty)")
+        check_splits({name: len(split["lengths"]) if "lengths" in split else None
+                      for name, split in self.splits.items()}, self.mode)
         self.loaders = {name: self._build_loader(name) for name in self.splits}
         if self.mode == "train":
-            if "train" not in self.splits:
-                raise ConfigError("task.data.train: training needs a 'train' split")
             self.train_loader = self.loaders["train"]
             self.criterion = build("criterion", self.sections["criterion"] or
                                    {"class": "LabelSmoothedCrossEntropy"}, "task.criterion",
@@ -94,22 +77,8 @@ class TranslationTask:
             if self.sections["trainer"] is None:
                 raise ConfigError("task.trainer: training needs a trainer section")
             self.trainer = build("trainer", self.sections["trainer"], "task.trainer", env=self.env)
-            self._make_model_dir(self.trainer.save_dir)
+            copy_tokenizers(self.trainer.save_dir, self.config, self.base_dir)
         return self
-
-    def _make_model_dir(self, save_dir: str) -> None:
-        """Copy tokenizer models next to the checkpoints and point the stored config at them,
-        so a checkpoint folder is all that generate/evaluate/serve need."""
-        os.makedirs(save_dir, exist_ok=True)
-        cfg = self.config["task"]["tokenizer"]
-        entries = [("", cfg)] if "class" in cfg else [(f".{k}", v) for k, v in cfg.items()]
-        for suffix, entry in entries:
-            if "model" in entry:
-                target = f"tokenizer{suffix}.model"
-                source = os.path.join(self.base_dir, entry["model"])
-                if os.path.abspath(source) != os.path.abspath(os.path.join(save_dir, target)):
-                    shutil.copyfile(source, os.path.join(save_dir, target))
-                entry["model"] = target
 
     # ------------------------------------------------------------------ data
     def _load_split(self, name: str, cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -189,13 +158,8 @@ class TranslationTask:
         split = split or self.splits[name]
         if "streaming" in split:
             return self._build_streaming_loader(name, split["streaming"])
-        default = _DEFAULT_LOADERS["train" if name == "train" else "eval"]
-        cfg = dict(self.sections["dataloader"].get(name) or default)
-        sampler = build("sampler", cfg.pop("sampler", default["sampler"]),
-                        f"task.dataloader.{name}.sampler")
-        return build("dataloader", cfg, f"task.dataloader.{name}",
-                     samples=list(range(len(split["lengths"]))), lengths=split["lengths"],
-                     sampler=sampler, collate_fn=lambda idx: self.collate(idx, split))
+        return build_loader(name, self.sections["dataloader"], split["lengths"],
+                            lambda idx: self.collate(idx, split))
 
     def _build_streaming_loader(self, name: str, dataset):
         cfg = dict(self.sections["dataloader"].get(name) or {"class": "StreamingDataLoader"})
@@ -209,11 +173,7 @@ class TranslationTask:
 
     # ------------------------------------------------------------------ run
     def run(self) -> Dict[str, Any]:
-        if self.mode == "train":
-            return self.trainer.train(self)
-        if self.mode == "evaluate":
-            return self.evaluate()
-        raise ConfigError(f"task.mode: {self.mode!r} cannot be run; use train or evaluate")
+        return run_task(self)
 
     @torch.no_grad()
     def validate(self) -> Dict[str, float]:
@@ -250,14 +210,7 @@ class TranslationTask:
             if name == "train" or "targets" not in self.splits[name]:
                 continue
             scores = self._score_split(name)
-            for metric, (value, signature) in scores.items():
-                results[f"{name}.{metric}"] = value
-                print(f"{name} {metric} = {value:.2f}  ({signature})")
-            if self.output_dir:
-                os.makedirs(self.output_dir, exist_ok=True)
-                with atomic_text_output(os.path.join(self.output_dir, f"{name}.hyp"),
-                                        flag="--output-dir") as f:
-                    f.writelines(h + "\n" for h in self.last_hypotheses)
+            results.update(report_scores(name, scores, self.output_dir, self.last_hypotheses))
         return results
 
     def decode(self, token_lists: List[List[int]]) -> List[str]:
@@ -269,3 +222,16 @@ class TranslationTask:
         loader = self._build_loader("infer", split)
         return generate_in_order(self.generator, loader.epoch_batches(0), len(lines), self.decode,
                                  self.env)
+
+    def predict(self, lines: List[str], first_line: int = 1) -> List[Dict[str, str]]:
+        """`generate`'s entry point, common to all tasks: `{"translation": ...}` per line."""
+        return [{"translation": text} for text in self.translate(lines)]
+
+    @classmethod
+    def input_data(cls, task_config: Dict[str, Any], input: Optional[str],
+                   reference: Optional[str]) -> Dict[str, Any]:
+        """`evaluate --input SRC --reference REF`: a `test` split of the two files."""
+        if not (input and reference):
+            raise ConfigError("--input and --reference go together")
+        return {"test": {"class": "ParallelTextDataset",
+                         "path": {task_config["src"]: input, task_config["tgt"]: reference}}}

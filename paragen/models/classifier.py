@@ -1,0 +1,55 @@
+"""Sentence classifier: the shared Transformer encoder, a pooled vector, a small head.
+
+    [bos] tokens [eos] (tokens [eos]) ─ encoder ─ pool ─ dropout · dense · tanh · dropout · out
+                                                   └ `cls`: the first (bos) position
+                                                     `mean`: the mean over real tokens
+
+The head is fairseq's RoBERTa classification head. `num_outputs` is the number of labels, or 1
+for regression. With `num_segments` (the task passes 2 for sentence pairs encoded as
+segments) a learned segment embedding is added to the token embeddings, as in BERT.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Literal, Optional
+
+import torch
+from torch import nn
+
+import paragen.encoders  # noqa: F401  (registers the encoders a config names)
+from paragen.checkpoint import load_model_weights
+from paragen.modules.layers import Dropout
+from paragen.registry import build, register_model
+
+
+@register_model
+class SequenceClassifier(nn.Module):
+    def __init__(self, encoder: Dict[str, Any], d_model: int = 512,
+                 pooling: Literal["cls", "mean"] = "cls", pooler_dropout: float = 0.1,
+                 path: Optional[str] = None, *, vocab_size: int, num_outputs: int, pad_id: int,
+                 num_segments: int = 0, config_path: str = "task.model"):
+        super().__init__()
+        if encoder.get("d_model", d_model) != d_model:
+            raise ValueError(f"{config_path}.encoder.d_model: {encoder['d_model']} differs from "
+                             f"{config_path}.d_model {d_model}")
+        self.pooling, self.pad_id = pooling, pad_id
+        self.encoder = build("encoder", {**encoder, "d_model": d_model}, f"{config_path}.encoder",
+                             vocab_size=vocab_size, pad_id=pad_id)
+        self.segments = nn.Embedding(num_segments, d_model) if num_segments else None
+        if self.segments is not None:
+            nn.init.normal_(self.segments.weight, std=d_model ** -0.5)
+        self.head = nn.Sequential(Dropout(pooler_dropout), nn.Linear(d_model, d_model), nn.Tanh(),
+                                  Dropout(pooler_dropout), nn.Linear(d_model, num_outputs))
+        if path:
+            load_model_weights(self, path)
+
+    def forward(self, src: torch.Tensor, segments: Optional[torch.Tensor] = None
+                ) -> Dict[str, torch.Tensor]:
+        """(B,S) ids [and (B,S) segment ids] → {"logits": (B, num_outputs)}."""
+        added = self.segments(segments) if self.segments is not None else None
+        hidden, padding = self.encoder(src, added)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            keep = (~padding).unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+        return {"logits": self.head(pooled)}

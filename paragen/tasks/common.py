@@ -1,0 +1,99 @@
+"""What every task does the same way: place the model, make the model folder self-contained,
+build a split's loader, report scores. Shared by translation and the sentence tasks."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from torch import nn
+
+from paragen.errors import ConfigError, DataError
+from paragen.files import atomic_text_output
+from paragen.registry import build
+
+logger = logging.getLogger("paragen")
+
+DEFAULT_LOADERS = {
+    "train": {"class": "DataLoader", "sampler": {"class": "BucketSampler", "max_tokens": 4096}},
+    "eval": {"class": "DataLoader",
+             "sampler": {"class": "BucketSampler", "max_tokens": 8192, "shuffle": False}},
+}
+
+
+def place_model(model: nn.Module, env, mode: str) -> nn.Module:
+    """Move the model to the device and, for decoding in bf16/fp16, store its weights in that
+    type once, as fairseq's `--fp16` does: autocast over fp32 weights would cast every weight
+    again at every call, which made bf16 slower than fp32 at batch 1 on a GPU."""
+    model.to(env.device)
+    if mode != "train" and env.amp_dtype is not None:
+        model.to(env.amp_dtype)
+    logger.info("model %s: %.2fM parameters", type(model).__name__,
+                sum(p.numel() for p in model.parameters()) / 1e6)
+    return model
+
+
+def check_splits(sizes: Dict[str, Optional[int]], mode: str) -> None:
+    """`sizes`: samples per split (None for a streamed split, whose size is unknown). Empty
+    splits are found at start-up, not after an hour of training; training needs a train
+    split."""
+    for name, size in sizes.items():
+        if size == 0:
+            raise DataError(f"task.data.{name}: the split has no samples (empty files, or "
+                            f"every line skipped as empty)")
+    if mode == "train" and "train" not in sizes:
+        raise ConfigError("task.data.train: training needs a 'train' split")
+
+
+def copy_tokenizers(save_dir: str, config: Dict[str, Any], base_dir: str) -> None:
+    """Copy tokenizer models next to the checkpoints and point the stored config at them,
+    so a checkpoint folder is all that generate/evaluate/serve need."""
+    os.makedirs(save_dir, exist_ok=True)
+    cfg = config["task"]["tokenizer"]
+    entries = [("", cfg)] if "class" in cfg else [(f".{k}", v) for k, v in cfg.items()]
+    for suffix, entry in entries:
+        if "model" in entry:
+            target = f"tokenizer{suffix}.model"
+            source = os.path.join(base_dir, entry["model"])
+            if os.path.abspath(source) != os.path.abspath(os.path.join(save_dir, target)):
+                shutil.copyfile(source, os.path.join(save_dir, target))
+            entry["model"] = target
+
+
+def build_loader(name: str, loaders: Dict[str, Any], lengths: Sequence[int],
+                 collate_fn: Callable[[List[int]], Dict[str, Any]]):
+    """The loader of split `name` (`task.dataloader.<name>`, else a length-bucketed default:
+    shuffled for train, sorted for the others)."""
+    default = DEFAULT_LOADERS["train" if name == "train" else "eval"]
+    cfg = dict(loaders.get(name) or default)
+    sampler = build("sampler", cfg.pop("sampler", default["sampler"]),
+                    f"task.dataloader.{name}.sampler")
+    return build("dataloader", cfg, f"task.dataloader.{name}",
+                 samples=list(range(len(lengths))), lengths=lengths, sampler=sampler,
+                 collate_fn=collate_fn)
+
+
+def run_task(task) -> Dict[str, Any]:
+    """`task.run()`: train, or evaluate a trained model (`task.mode`)."""
+    if task.mode == "train":
+        return task.trainer.train(task)
+    if task.mode == "evaluate":
+        return task.evaluate()
+    raise ConfigError(f"task.mode: {task.mode!r} cannot be run; use train or evaluate")
+
+
+def report_scores(name: str, scores: Dict[str, Any], output_dir: str | None,
+                  outputs: List[str]) -> Dict[str, float]:
+    """Print `<split> <metric> = <value>  (<signature>)` lines and, with `output_dir`, write
+    the split's outputs (hypotheses, labels) in input order to `<output_dir>/<split>.hyp`."""
+    results = {}
+    for metric, (value, signature) in scores.items():
+        results[f"{name}.{metric}"] = value
+        print(f"{name} {metric} = {value:.2f}  ({signature})")
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        with atomic_text_output(os.path.join(output_dir, f"{name}.hyp"),
+                                flag="--output-dir") as f:
+            f.writelines(line + "\n" for line in outputs)
+    return results
