@@ -19,7 +19,8 @@ from paragen.errors import ParagenError, TrainingInterrupted
 VERBS = {
     "train": ("paragen.commands.train", "train a model from a YAML config"),
     "evaluate": ("paragen.commands.evaluate", "score a trained model on test data"),
-    "generate": ("paragen.commands.generate", "translate stdin (or --input) with a trained model"),
+    "generate": ("paragen.commands.generate",
+                 "one answer per input line (translation, label) from stdin or --input"),
     "build-tokenizer": ("paragen.commands.build_tokenizer", "learn a SentencePiece model"),
     "average-checkpoints": ("paragen.commands.average_checkpoints",
                             "average the weights of several checkpoints"),
