@@ -66,6 +66,34 @@ def test_pairs_are_cut_longest_side_first():
     assert _cut_pair([1] * 20, [2] * 20, 10) == ([1] * 5, [2] * 5)
 
 
+def test_classifier_pools_real_tokens_and_drops_words_only_in_training():
+    from paragen.models import SequenceClassifier
+
+    torch.manual_seed(0)
+    encoder = {"class": "TransformerEncoder", "num_layers": 1, "num_heads": 2, "ffn_dim": 32,
+               "dropout": 0.0}
+    model = SequenceClassifier(encoder, d_model=16, pooling="mean", pooler_dropout=0.0,
+                               token_dropout=0.5, vocab_size=50, num_outputs=3, pad_id=0,
+                               unk_id=1)
+    src = torch.tensor([[2, 7, 8, 9, 3], [2, 7, 3, 0, 0]])
+    seen = []
+    model.encoder.forward = lambda ids, added=None: (seen.append(ids) or torch.zeros(
+        *ids.shape, 16), ids.eq(0))
+    model.train()(src)
+    dropped = seen[-1].ne(src)
+    assert dropped.any() and seen[-1][dropped].eq(1).all()  # dropped words become unk
+    assert not dropped[:, 0].any() and seen[-1][src.eq(0)].eq(0).all()  # bos and pads stay
+    model.eval()(src)
+    assert torch.equal(seen[-1], src)
+    with pytest.raises(ValueError, match="token_dropout"):
+        SequenceClassifier(encoder, d_model=16, token_dropout=0.1, vocab_size=50,
+                           num_outputs=2, pad_id=0)
+    # mean pooling ignores padding: a padded row pools like the same row unpadded
+    model = SequenceClassifier(encoder, d_model=16, pooling="mean", vocab_size=50,
+                               num_outputs=3, pad_id=0).eval()
+    assert torch.allclose(model(src[1:, :3])["logits"], model(src[1:])["logits"], atol=1e-5)
+
+
 # ---------------------------------------------------------------- metrics
 def test_label_metrics_against_hand_worked_examples():
     hyp, ref = [1, 1, 0, 0, 1, 0], [1, 0, 0, 0, 1, 1]

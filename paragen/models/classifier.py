@@ -3,10 +3,14 @@
     [bos] tokens [eos] (tokens [eos]) ─ encoder ─ pool ─ dropout · dense · tanh · dropout · out
                                                    └ `cls`: the first (bos) position
                                                      `mean`: the mean over real tokens
+                                                     `max`: the maximum over real tokens
 
 The head is fairseq's RoBERTa classification head. `num_outputs` is the number of labels, or 1
 for regression. With `num_segments` (the task passes 2 for sentence pairs encoded as
 segments) a learned segment embedding is added to the token embeddings, as in BERT.
+`token_dropout` is word dropout (Iyyer et al. 2015): in training each token but the first
+becomes unk with that probability, which a small encoder trained from scratch on a small
+corpus needs more than dropout inside the layers.
 """
 from __future__ import annotations
 
@@ -24,14 +28,19 @@ from paragen.registry import build, register_model
 @register_model
 class SequenceClassifier(nn.Module):
     def __init__(self, encoder: Dict[str, Any], d_model: int = 512,
-                 pooling: Literal["cls", "mean"] = "cls", pooler_dropout: float = 0.1,
-                 path: Optional[str] = None, *, vocab_size: int, num_outputs: int, pad_id: int,
+                 pooling: Literal["cls", "mean", "max"] = "cls", pooler_dropout: float = 0.1,
+                 token_dropout: float = 0.0, path: Optional[str] = None, *, vocab_size: int,
+                 num_outputs: int, pad_id: int, unk_id: Optional[int] = None,
                  num_segments: int = 0, config_path: str = "task.model"):
         super().__init__()
         if encoder.get("d_model", d_model) != d_model:
             raise ValueError(f"{config_path}.encoder.d_model: {encoder['d_model']} differs from "
                              f"{config_path}.d_model {d_model}")
-        self.pooling, self.pad_id = pooling, pad_id
+        if not 0.0 <= token_dropout < 1.0 or (token_dropout and unk_id is None):
+            raise ValueError(f"{config_path}.token_dropout: must be in [0, 1) and needs a "
+                             f"tokenizer with an unk id, got {token_dropout}")
+        self.pooling, self.pad_id, self.unk_id = pooling, pad_id, unk_id
+        self.token_dropout = token_dropout
         self.encoder = build("encoder", {**encoder, "d_model": d_model}, f"{config_path}.encoder",
                              vocab_size=vocab_size, pad_id=pad_id)
         self.segments = nn.Embedding(num_segments, d_model) if num_segments else None
@@ -45,10 +54,16 @@ class SequenceClassifier(nn.Module):
     def forward(self, src: torch.Tensor, segments: Optional[torch.Tensor] = None
                 ) -> Dict[str, torch.Tensor]:
         """(B,S) ids [and (B,S) segment ids] → {"logits": (B, num_outputs)}."""
+        if self.training and self.token_dropout:
+            drop = torch.rand(src.shape, device=src.device) < self.token_dropout
+            drop[:, 0] = False  # the pooled (bos) position stays
+            src = src.masked_fill(drop & src.ne(self.pad_id), self.unk_id)
         added = self.segments(segments) if self.segments is not None else None
         hidden, padding = self.encoder(src, added)
         if self.pooling == "cls":
             pooled = hidden[:, 0]
+        elif self.pooling == "max":
+            pooled = hidden.masked_fill(padding.unsqueeze(-1), -torch.inf).amax(1)
         else:
             keep = (~padding).unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * keep).sum(1) / keep.sum(1).clamp_min(1.0)

@@ -81,7 +81,9 @@ class SentencePredictionTask:
         self.prepare_targets(raw)
         self.model = build("model", self.sections["model"], "task.model",
                            vocab_size=self.tokenizer.vocab_size, num_outputs=self.num_outputs,
-                           pad_id=self.tokenizer.pad_id, num_segments=2 if self.segmented else 0)
+                           pad_id=self.tokenizer.pad_id,
+                           unk_id=getattr(self.tokenizer, "unk_id", None),
+                           num_segments=2 if self.segmented else 0)
         place_model(self.model, self.env, self.mode)
         if self.mode == "infer":
             return self
