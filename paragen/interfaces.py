@@ -151,3 +151,60 @@ class Predictor(Protocol):
     output_field: str
 
     def predict(self, lines: List[str], first_line: int = 1) -> List[Dict[str, Any]]: ...
+
+
+@runtime_checkable
+class ServedPredictor(Predictor, Protocol):
+    """A Predictor `paragen serve` can answer HTTP requests with. What differs between tasks
+    is stated here, so the server has no per-task branches.
+
+    `input_tokens(lines)`: each line's length in the units `max_input_tokens` bounds (text
+    tokens, special tokens not counted), in one call; a line the task cannot read (a pair
+    without its tab) is an `InputError`, so the server refuses that request alone (422)
+    before it can fail a batch it shares with others.
+    `max_input_tokens`: the most one input may have; the server refuses a longer one (413)
+    rather than let the task cut it and answer for its first part only. None: no limit.
+    `plain_answers`: answer each input with its `output_field` alone (a translation string)
+    rather than the whole dict (a label with its probabilities).
+    `describe()`: what `GET /v1/models` says about the task (languages, labels, columns).
+    """
+
+    max_input_tokens: Optional[int]
+    plain_answers: bool
+
+    def input_tokens(self, lines: List[str], first_line: int = 1) -> List[int]: ...
+
+    def describe(self) -> Dict[str, Any]: ...
+
+
+@runtime_checkable
+class PieceJoiner(ServedPredictor, Protocol):
+    """A task whose answer to a long text is the answers to its pieces, joined (translation):
+    what `serve --long-inputs split` needs. A label or an answer span of a whole text cannot be
+    put together from its pieces, so other tasks refuse the option."""
+
+    def join_pieces(self, answers: List[Dict[str, Any]]) -> Dict[str, Any]: ...
+
+
+@runtime_checkable
+class Translator(Protocol):
+    """Raw sentences in, output sentences out, in input order: what `distill` and `bench`
+    drive."""
+
+    def translate(self, lines: List[str]) -> List[str]: ...
+
+
+def missing_members(cls: type, contract: type) -> List[str]:
+    """The members of `contract` (a Protocol) that class `cls` lacks, in declaration order.
+
+    Verbs check a task's class this way before its weights load; `isinstance` needs an
+    instance. Members must therefore be class-level (methods, properties, class attributes).
+    """
+    names: Dict[str, None] = {}
+    for base in reversed(contract.__mro__):
+        if base is Protocol or not getattr(base, "_is_protocol", False):
+            continue
+        for name in (*vars(base).get("__annotations__", {}), *vars(base)):
+            if not name.startswith("_"):
+                names[name] = None
+    return [name for name in names if not hasattr(cls, name)]

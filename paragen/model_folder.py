@@ -23,6 +23,7 @@ from paragen.errors import DataError
 
 MANIFEST = "export.json"
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+FAMILIES = ("ar", "nat", "classifier")  # the graph sets `paragen export` writes
 CHECKPOINT_PREFERENCE = ("best.pt", "average.pt", "last.pt")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
 
@@ -60,8 +61,9 @@ def read_manifest(folder: str) -> Dict[str, Any]:
     if manifest["format"] not in SUFFIX:
         raise DataError(f"{path}: format must be one of {sorted(SUFFIX)}, got "
                         f"{manifest['format']!r}")
-    if manifest["family"] not in ("ar", "nat"):
-        raise DataError(f"{path}: family must be 'ar' or 'nat', got {manifest['family']!r}")
+    if manifest["family"] not in FAMILIES:
+        raise DataError(f"{path}: family must be one of {', '.join(FAMILIES)}, got "
+                        f"{manifest['family']!r}")
     graphs = manifest["graphs"]
     if not isinstance(graphs, list) or not all(isinstance(g, str) and _PLAIN_NAME.fullmatch(g)
                                                for g in graphs):

@@ -16,6 +16,31 @@ TINY_MODEL = {
 }
 
 
+def classifier_config(sst2: Dict[str, Any], save_dir: Path, **task: Any) -> Dict[str, Any]:
+    """A tiny SST-2 classifier (see the `sst2` fixture) trained for 60 steps; `task` keys
+    replace the task section's."""
+    return copy.deepcopy({
+        "task": {
+            "class": "SequenceClassificationTask", "text": "sentence", "label": "label",
+            "tokenizer": {"class": "SentencePieceTokenizer", "model": sst2["spm"]},
+            "data": {"train": {"class": "TsvDataset", "path": sst2["train"]},
+                     "valid": {"class": "TsvDataset", "path": sst2["dev"]}},
+            "dataloader": {"train": {"class": "DataLoader", "sampler": {
+                "class": "BucketSampler", "max_tokens": 1024, "max_sentences": 32}}},
+            "model": {"class": "SequenceClassifier", "d_model": 32, "pooling": "mean",
+                      "pooler_dropout": 0.0,
+                      "encoder": {"class": "TransformerEncoder", "num_layers": 1,
+                                  "num_heads": 2, "ffn_dim": 64, "dropout": 0.0}},
+            "trainer": {"class": "Trainer", "optimizer": {"class": "AdamW", "lr": 3e-3},
+                        "lr_scheduler": {"class": "InverseSquareRoot", "warmup_steps": 5},
+                        "max_steps": 60, "validate_interval": 30, "save_dir": str(save_dir),
+                        "log_interval": 5},
+            **task,
+        },
+        "env": {"device": "cpu", "seed": 1, "threads": 1, "no_progress_bar": True},
+    })
+
+
 def write_slice(data_dir: Path, out: Path, lines: int, split: str = "train") -> Dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {}

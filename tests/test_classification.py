@@ -2,14 +2,12 @@
 train → evaluate → generate through the same verbs as translation."""
 import copy
 import json
-import os
 import random
 
 import pytest
 import torch
-from conftest import shared_data_dir
+from helpers import classifier_config, write_config
 from helpers import error_line as _error_line
-from helpers import write_config
 
 from paragen.checkpoint import load_checkpoint
 from paragen.cli import main
@@ -140,56 +138,9 @@ def test_correlations_against_hand_worked_examples():
 
 
 # ---------------------------------------------------------------- end to end on SST-2 rows
-@pytest.fixture(scope="session")
-def sst2(tmp_path_factory):
-    """300 train / 80 dev rows of SST-2 (as TSV, header kept) and a 300-piece tokenizer."""
-    source = shared_data_dir() / "sst2"
-    if not (source / "train.tsv").is_file():
-        message = f"SST-2 not found under {source}: set PARAGEN_DATA (see ../shared/data)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    root = tmp_path_factory.mktemp("sst2")
-    paths = {}
-    for split, rows in (("train", 300), ("dev", 80)):
-        lines = (source / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
-        paths[split] = _write(root / f"{split}.tsv", "\n".join(lines[:rows + 1]) + "\n")
-    assert main(["build-tokenizer", "--input", paths["train"], "--column", "sentence",
-                 "--output", str(root / "spm"), "--vocab-size", "300"]) == 0
-    return {**paths, "spm": str(root / "spm.model"), "root": root}
-
-
-def classifier_config(sst2, save_dir, **task):
-    config = {
-        "task": {
-            "class": "SequenceClassificationTask", "text": "sentence", "label": "label",
-            "tokenizer": {"class": "SentencePieceTokenizer", "model": sst2["spm"]},
-            "data": {"train": {"class": "TsvDataset", "path": sst2["train"]},
-                     "valid": {"class": "TsvDataset", "path": sst2["dev"]}},
-            "dataloader": {"train": {"class": "DataLoader", "sampler": {
-                "class": "BucketSampler", "max_tokens": 1024, "max_sentences": 32}}},
-            "model": {"class": "SequenceClassifier", "d_model": 32, "pooling": "mean",
-                      "pooler_dropout": 0.0,
-                      "encoder": {"class": "TransformerEncoder", "num_layers": 1,
-                                  "num_heads": 2, "ffn_dim": 64, "dropout": 0.0}},
-            "trainer": {"class": "Trainer", "optimizer": {"class": "AdamW", "lr": 3e-3},
-                        "lr_scheduler": {"class": "InverseSquareRoot", "warmup_steps": 5},
-                        "max_steps": 60, "validate_interval": 30, "save_dir": str(save_dir),
-                        "log_interval": 5},
-            **task,
-        },
-        "env": {"device": "cpu", "seed": 1, "threads": 1, "no_progress_bar": True},
-    }
-    return copy.deepcopy(config)
-
-
 @pytest.fixture(scope="module")
-def trained(sst2):
-    """A tiny classifier trained for 60 steps through `paragen train`."""
-    save_dir = sst2["root"] / "run"
-    path = write_config(classifier_config(sst2, save_dir), sst2["root"] / "c.yaml")
-    assert main(["train", "--config", path]) == 0
-    return save_dir
+def trained(tiny_classifier):
+    return tiny_classifier
 
 
 def _metrics(printed: str, split: str):

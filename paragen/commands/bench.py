@@ -30,6 +30,7 @@ import torch
 
 from paragen.datasets import read_lines
 from paragen.errors import ConfigError, DataError
+from paragen.interfaces import Translator
 from paragen.model_folder import is_exported, read_manifest, stored_config
 from paragen.samplers import BucketSampler
 from paragen.tasks.build import load_trained_task
@@ -123,7 +124,7 @@ def build_for(model: str, setting: Dict[str, Any], quantize: bool, device: str,
     overrides = [f"task.generator.{k}={v}" for k, v in setting.items() if k != "search"]
     overrides += [f"env.device={device}", f"env.precision={precision}"]
     task = load_trained_task(model, "infer", overrides, search=setting.get("search"), libs=libs,
-                             needs="translate")
+                             needs=Translator)
     task.generator.eval()
     if quantize:
         task.model = torch.ao.quantization.quantize_dynamic(task.model, {torch.nn.Linear},

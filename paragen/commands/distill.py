@@ -15,6 +15,7 @@ from tqdm import tqdm
 from paragen.datasets import read_lines
 from paragen.errors import DataError
 from paragen.files import check_output_path
+from paragen.interfaces import Translator
 from paragen.tasks.build import load_trained_task, search_for_beam
 
 CHUNK_LINES = 2000
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if done > len(lines):
         raise DataError(f"{args.output}: has {done} lines but {args.input} only {len(lines)}")
     task = load_trained_task(args.model, "infer", search=search_for_beam(args.beam), libs=args.lib,
-                             needs="translate",
+                             needs=Translator,
                              overrides=["task.dataloader.infer.class=DataLoader",
                                         "task.dataloader.infer.sampler.class=BucketSampler",
                                         "task.dataloader.infer.sampler.shuffle=false",

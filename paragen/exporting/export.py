@@ -22,6 +22,7 @@ from paragen.errors import ConfigError
 from paragen.exporting.graphs import DYNAMIC_AXES, GRAPHS, INPUT_NAMES, OUTPUT_NAMES, example_inputs
 from paragen.interfaces import NATModel
 from paragen.model_folder import MANIFEST, SUFFIX, resolve_checkpoint, stored_config
+from paragen.models import SequenceClassifier
 from paragen.tasks.build import load_trained_task
 
 logger = logging.getLogger("paragen")
@@ -45,9 +46,7 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
     checkpoint = resolve_checkpoint(model)
     task = load_trained_task(checkpoint, "infer", libs=libs)
     net = task.model.eval()
-    family = "nat" if isinstance(net, NATModel) else "ar"
-    if family == "ar" and not isinstance(getattr(net, "decoder", None), TransformerDecoder):
-        raise ConfigError(f"{model}: export supports Seq2Seq (Transformer) and GLAT-style models")
+    family = _family(net, model)
     manifest = {"format": fmt, "family": family, "graphs": list(GRAPHS[family]),
                 "quantized": "int8" if quantize else None,
                 "source": os.path.abspath(checkpoint), **_family_settings(net, family),
@@ -56,7 +55,7 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
-        inputs = example_inputs(net, family, pad_id=task.tgt_tokenizer.pad_id)
+        inputs = example_inputs(net, family)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter about constants we chose
             for name, graph_class in GRAPHS[family].items():
@@ -76,15 +75,30 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
     return manifest
 
 
+def _family(net: torch.nn.Module, model: str) -> str:
+    """Which set of graphs (`graphs.GRAPHS`) a model is written as."""
+    if isinstance(net, NATModel):
+        return "nat"
+    if isinstance(net, SequenceClassifier):
+        return "classifier"
+    if isinstance(getattr(net, "decoder", None), TransformerDecoder):
+        return "ar"
+    raise ConfigError(f"{model}: export supports Seq2Seq (Transformer), GLAT-style and "
+                      f"SequenceClassifier models, not {type(net).__name__}")
+
+
 def _write_graph(graph: torch.nn.Module, inputs: tuple, family: str, name: str, fmt: str,
                  path: str) -> None:
     if fmt == "torchscript":
         torch.jit.trace(graph, inputs, check_trace=False).save(path)
         return
-    torch.onnx.export(graph, inputs, path, input_names=INPUT_NAMES[family][name],
+    input_names = INPUT_NAMES[family][name][:len(inputs)]  # optional inputs come last
+    names = set(input_names) | set(OUTPUT_NAMES[family][name])
+    torch.onnx.export(graph, inputs, path, input_names=input_names,
                       output_names=OUTPUT_NAMES[family][name],
-                      dynamic_axes=DYNAMIC_AXES[family][name], opset_version=ONNX_OPSET,
-                      dynamo=False)
+                      dynamic_axes={key: axes for key, axes in DYNAMIC_AXES[family][name].items()
+                                    if key in names},
+                      opset_version=ONNX_OPSET, dynamo=False)
 
 
 def _quantize_int8(path: str) -> None:
@@ -97,6 +111,9 @@ def _quantize_int8(path: str) -> None:
 
 
 def _family_settings(net: torch.nn.Module, family: str) -> Dict[str, Any]:
+    if family == "classifier":
+        return {"num_outputs": int(net.head[-1].out_features),
+                "segments": net.segments is not None}
     if family == "ar":
         first = net.decoder.layers[0].self_attn
         return {"max_positions": int(net.decoder.embed.positions.weight.size(0)),

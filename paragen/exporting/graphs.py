@@ -1,7 +1,7 @@
 """The graphs `paragen export` writes: each is a small nn.Module over a trained model's layers.
 
-Every model becomes two or three graphs whose shapes depend only on their inputs (never on values
-computed inside), which is what ONNX and TorchScript handle well:
+Every model becomes one to three graphs whose shapes depend only on their inputs (never on
+values computed inside), which is what ONNX and TorchScript handle well:
 
   AR (Seq2Seq)   encoder: src (B,S) → memory_kv (B,L,2,H,S,Dh), memory_padding (B,S)
                  step:    token (N,1), memory_kv, memory_padding, past_kv (N,L,2,H,t,Dh)
@@ -10,6 +10,9 @@ computed inside), which is what ONNX and TorchScript handle well:
                  decoder: src, memory, memory_padding, target_padding (B,T)
                           → tokens (B,T), token log-probs (B,T)
                  tokens:  the same inputs → tokens (B,T) only (a single pass needs no scores)
+  classifier     classifier: src (B,S) [, segments (B,S) for pairs encoded as segments]
+  (Sequence-     → logits (B, num_outputs); the pooling and the head are in the graph, the
+  Classifier)    softmax and the label names stay in the task, as for the PyTorch model
 
 The AR encoder graph precomputes every decoder layer's cross-attention keys/values once per
 sentence, so a step costs what it costs in PyTorch with a KV cache. All tensors are batch-first,
@@ -18,7 +21,7 @@ The search, the length choice of NAT decoding and detokenization stay in Python.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -88,11 +91,26 @@ class NATTokensGraph(NATDecoderGraph):
                                         with_scores=False)[0]
 
 
+class ClassifierGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor, segments: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        return self.model(src, segments)["logits"]
+
+
 def example_inputs(model: nn.Module, family: str, batch: int = 3, src_len: int = 7,
-                   tgt_len: int = 5, pad_id: int = 0) -> dict:
+                   tgt_len: int = 5) -> dict:
     """Inputs to trace each graph with; sizes ≥ 2 and distinct, so no dimension specializes."""
     src = torch.randint(4, 20, (batch, src_len))
-    src[0, -2:] = pad_id  # a padded row, so masking paths are traced
+    src[0, -2:] = model.pad_id  # a padded row, so masking paths are traced
+    if family == "classifier":
+        if model.segments is None:
+            return {"classifier": (src,)}
+        segments = (torch.arange(src_len) >= src_len // 2).long() * src.ne(model.pad_id)
+        return {"classifier": (src, segments)}
     if family == "nat":
         memory, memory_padding, _ = model.encode(src)
         target_padding = torch.zeros(batch, tgt_len, dtype=torch.bool)
@@ -108,15 +126,18 @@ def example_inputs(model: nn.Module, family: str, batch: int = 3, src_len: int =
 
 GRAPHS = {"ar": {"encoder": AREncoderGraph, "step": ARStepGraph},
           "nat": {"encoder": NATEncoderGraph, "decoder": NATDecoderGraph,
-                  "tokens": NATTokensGraph}}
+                  "tokens": NATTokensGraph},
+          "classifier": {"classifier": ClassifierGraph}}
 
 INPUT_NAMES = {"ar": {"encoder": ["src"], "step": ["token", "memory_kv", "memory_padding",
                                                    "past_kv"]},
                "nat": {"encoder": ["src"],
-                       "decoder": ["src", "memory", "memory_padding", "target_padding"]}}
+                       "decoder": ["src", "memory", "memory_padding", "target_padding"]},
+               "classifier": {"classifier": ["src", "segments"]}}  # segments: pairs only
 OUTPUT_NAMES = {"ar": {"encoder": ["memory_kv", "memory_padding"], "step": ["logits", "next_kv"]},
                 "nat": {"encoder": ["memory", "memory_padding", "length_logits"],
-                        "decoder": ["tokens", "scores"], "tokens": ["tokens"]}}
+                        "decoder": ["tokens", "scores"], "tokens": ["tokens"]},
+                "classifier": {"classifier": ["logits"]}}
 # Which axes of each input vary at run time (batch, source length, target/past length).
 DYNAMIC_AXES = {
     "ar": {"encoder": {"src": {0: "batch", 1: "src_len"}},
@@ -126,7 +147,10 @@ DYNAMIC_AXES = {
     "nat": {"encoder": {"src": {0: "batch", 1: "src_len"}},
             "decoder": {"src": {0: "batch", 1: "src_len"}, "memory": {0: "batch", 1: "src_len"},
                         "memory_padding": {0: "batch", 1: "src_len"},
-                        "target_padding": {0: "batch", 1: "tgt_len"}}}}
+                        "target_padding": {0: "batch", 1: "tgt_len"}}},
+    "classifier": {"classifier": {"src": {0: "batch", 1: "src_len"},
+                                  "segments": {0: "batch", 1: "src_len"},
+                                  "logits": {0: "batch"}}}}
 # The tokens-only graph takes the decoder graph's inputs.
 INPUT_NAMES["nat"]["tokens"] = INPUT_NAMES["nat"]["decoder"]
 DYNAMIC_AXES["nat"]["tokens"] = DYNAMIC_AXES["nat"]["decoder"]

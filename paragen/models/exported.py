@@ -2,16 +2,18 @@
 
 `ExportedModel` is a registered model class: the folder's `export.json` holds the task config
 with `task.model` pointing here, so `paragen generate/evaluate/serve --model OUT` build the
-usual task, tokenizer and generator around it. It offers exactly what the generators call:
+usual task, tokenizer and generator around it. It offers exactly what the task calls:
   AR:  `.encoder(src)` and a `.decoder` the Python searches (greedy, beam) can drive;
-  NAT: `.encode(src)`, `.predict_slots(...)`, `.class_to_length(...)` as in `GLAT`.
+  NAT: `.encode(src)`, `.predict_slots(...)`, `.class_to_length(...)` as in `GLAT`;
+  classifier: `model(src[, segments])["logits"]` as `SequenceClassifier` (classification
+  and regression tasks).
 ONNX graphs run on onnxruntime (extra `paragen[export]`), TorchScript ones on torch.jit.
 """
 from __future__ import annotations
 
 import os
 import warnings
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -95,20 +97,37 @@ class ExportedModel(nn.Module):
     # The exported NAT decoder graph has no input for fed-back tokens: one pass only.
     supports_refinement = False
 
-    def __init__(self, path: str, threads: Optional[int] = None, *, src_vocab_size: int,
-                 tgt_vocab_size: int, pad_id: int, config_path: str = "task.model"):
+    # The runtime arguments of every task that builds a model (translation: vocabulary sizes;
+    # the sentence tasks: outputs and segments) are accepted; the graphs fix the rest.
+    def __init__(self, path: str, threads: Optional[int] = None, *, pad_id: int,
+                 src_vocab_size: Optional[int] = None, tgt_vocab_size: Optional[int] = None,
+                 vocab_size: Optional[int] = None, num_outputs: Optional[int] = None,
+                 unk_id: Optional[int] = None, num_segments: int = 0,
+                 config_path: str = "task.model"):
         super().__init__()
         folder = path if os.path.isdir(path) else os.path.dirname(path)
         manifest = read_manifest(folder)
         self.family = manifest["family"]
         self.runner = GraphRunner(folder, manifest["format"], manifest["graphs"], threads)
-        if self.family == "ar":
+        if self.family == "classifier":
+            graph = (manifest["num_outputs"], manifest["segments"])
+            if graph != (num_outputs, bool(num_segments)):
+                raise DataError(f"{folder}: the graph gives {graph[0]} outputs "
+                                f"{'with' if graph[1] else 'without'} segment ids; the task "
+                                f"needs {num_outputs} {'with' if num_segments else 'without'}")
+        elif self.family == "ar":
             self.decoder = ExportedStepDecoder(self.runner, manifest["max_positions"],
                                                manifest["cache_shape"])
         else:
             self.ctc_upsample = 0  # exports made before CTC models existed do not state it
             for key, value in manifest["length"].items():
                 setattr(self, key, value)
+
+    def forward(self, src: torch.Tensor, segments: Optional[torch.Tensor] = None
+                ) -> Dict[str, torch.Tensor]:
+        """A classifier's graph, called as `SequenceClassifier` is."""
+        inputs = (src,) if segments is None else (src, segments)
+        return {"logits": self.runner("classifier", *inputs)[0]}
 
     def encoder(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.runner("encoder", src)

@@ -1,16 +1,30 @@
 """HTTP serving: `POST /v1/generate`, `GET /health`, `GET /v1/models` (FastAPI, JSON only).
 
-    {"inputs": ["Ein Hund läuft.", ...], "options": {}}  →  {"outputs": ["A dog runs.", ...]}
+Any task that is a `ServedPredictor` (paragen/interfaces.py) can be served; each input gets
+the task's answer, in input order:
+
+    translation     {"inputs": ["Ein Hund läuft."]}  →  {"outputs": ["A dog runs."]}
+    classification  {"inputs": ["a fine film"]}      →  {"outputs": [{"label": "1",
+                                                           "probabilities": {"0": 0.1, "1": 0.9}}]}
+    regression      {"inputs": ["a fine film"]}      →  {"outputs": [{"value": 0.87}]}
+
+A translation is answered with its string alone (`plain_answers`), any other task with its
+whole dict, as `generate --format jsonl` prints it. A sentence-pair task (and extractive QA:
+question, context) takes each input as one string with the two texts separated by a tab,
+exactly as `generate` reads its lines, so the body keeps one shape for every task.
 
 A client's mistake is always a 4xx with a one-line `{"error": ...}` (see `payload.py`): a
-wrong content type 415, a malformed body 400, a body of the wrong shape 422, too many, too
-long or too large inputs 413. An input longer than the model reads (`max_length - 1` source
-tokens) is refused with a 413 that names the limit, because the task would otherwise cut it
-silently and answer for its first part only; `long_inputs="split"` translates such inputs in
-pieces instead and lists them under `"split"` in the answer. A failure inside the model is a
-500 for the request that caused it only; a server that is shutting down answers 503. A
-client that disconnects while waiting has its sentences dropped before they reach the model.
-Nothing from the network is ever unpickled (ParaGen's Thrift server did exactly that).
+wrong content type 415, a malformed body 400, a body of the wrong shape or an input the task
+cannot read (a pair without its tab) 422, too many, too long or too large inputs 413. An
+input longer than the model reads (`max_input_tokens`) is refused with a 413 that names the
+limit, for every task, because the task would otherwise cut it silently and answer for its
+first part only (`generate` cuts, with a warning the HTTP client would never see); the client
+can shorten it knowing the limit, which `/v1/models` states. For translation only (a
+`PieceJoiner`), `long_inputs="split"` translates such inputs in pieces instead and lists them
+under `"split"` in the answer. A failure inside the model is a 500 for the request that
+caused it only; a server that is shutting down answers 503. A client that disconnects while
+waiting has its inputs dropped before they reach the model. Nothing from the network is ever
+unpickled (ParaGen's Thrift server did exactly that).
 """
 import asyncio
 import logging
@@ -21,9 +35,11 @@ from typing import Any, Dict, List
 from fastapi import FastAPI, Request  # this module is only imported when serving
 from fastapi.responses import JSONResponse
 
+from paragen.errors import ConfigError
+from paragen.interfaces import PieceJoiner, ServedPredictor
 from paragen.serving.batcher import DynamicBatcher, Unavailable
 from paragen.serving.payload import (ClientGone, RequestError, check_content_type,
-                                     check_payload, parse_json, read_body, token_lengths)
+                                     check_payload, input_lengths, parse_json, read_body)
 from paragen.serving.pieces import split_to_fit
 
 logger = logging.getLogger("paragen")
@@ -31,22 +47,24 @@ LONG_INPUTS = ("reject", "split")
 
 
 class ModelFailed(RuntimeError):
-    """The model raised on this request's sentences (a 500 for this request only)."""
-
-
-def model_max_tokens(task) -> int:
-    """Source tokens the model reads, eos excluded (the task keeps `max_length - 1` of them)."""
-    return int(task.max_length) - 1
+    """The model raised on this request's inputs (a 500 for this request only)."""
 
 
 def create_app(task, model_name: str, max_inputs: int = 64, max_input_chars: int = 2000,
                max_batch_tokens: int = 4096, max_wait_ms: float = 5.0,
                long_inputs: str = "reject", max_body_bytes: int = 1 << 20):
+    """The app serving `task` (a `ServedPredictor`). An input costs its tokens plus one in
+    the batcher's `max_batch_tokens` budget, so a budget of 1 serves one input at a time."""
     if long_inputs not in LONG_INPUTS:
         raise ValueError(f"long_inputs must be one of {LONG_INPUTS}, not {long_inputs!r}")
-    tokenizer = task.src_tokenizer
-    max_tokens = model_max_tokens(task)
-    batcher = DynamicBatcher(task.translate, lambda line: len(tokenizer.encode(line)) + 1,
+    if not isinstance(task, ServedPredictor):
+        raise ConfigError(f"a {type(task).__name__} cannot be served: it is no "
+                          f"paragen.interfaces.ServedPredictor")
+    if long_inputs == "split" and not isinstance(task, PieceJoiner):
+        raise ConfigError(f"--long-inputs split: a {type(task).__name__} cannot join the "
+                          f"answers to an input's pieces; use --long-inputs reject")
+    split_long = long_inputs == "split"
+    batcher = DynamicBatcher(task.predict, lambda line: task.input_tokens([line])[0] + 1,
                              max_batch_tokens, max_wait_ms)
     started = time.time()
 
@@ -74,24 +92,26 @@ def create_app(task, model_name: str, max_inputs: int = 64, max_input_chars: int
 
     @app.get("/v1/models")
     async def models() -> Dict[str, Any]:
-        return {"models": [{"name": model_name, "model": type(task.model).__name__,
-                            "generator": type(task.generator).__name__,
-                            "source": task.src, "target": task.tgt,
-                            "max_input_tokens": max_tokens, "long_inputs": long_inputs}]}
+        return {"models": [{"name": model_name, "task": type(task).__name__,
+                            "model": type(task.model).__name__, **task.describe(),
+                            "max_input_tokens": task.max_input_tokens,
+                            "long_inputs": long_inputs}]}
 
     def plan(inputs: List[str]):
         """Model inputs with their token counts, and which request input each one answers."""
-        lengths = token_lengths(inputs, tokenizer)
+        lengths = input_lengths(inputs, task)
+        max_tokens = task.max_input_tokens
         too_long = [i for i, n in enumerate(lengths) if max_tokens is not None and n > max_tokens]
-        if too_long and long_inputs == "reject":
+        if too_long and not split_long:
             i = too_long[0]
+            advice = ("send it in sentences, or start the server with --long-inputs split"
+                      if isinstance(task, PieceJoiner) else "shorten it")
             raise RequestError(413, f"inputs[{i}] is {lengths[i]} tokens long; this model reads "
-                                    f"at most {max_tokens} tokens per input (send it in "
-                                    f"sentences, or start the server with --long-inputs split)")
+                                    f"at most {max_tokens} tokens per input ({advice})")
         if not too_long:
             return inputs, [n + 1 for n in lengths], list(range(len(inputs))), []
         lines, tokens, owners = [], [], []
-        count = lambda text: len(tokenizer.encode(text))  # noqa: E731
+        count = lambda text: task.input_tokens([text])[0]  # noqa: E731
         for i, (line, n) in enumerate(zip(inputs, lengths)):
             pieces = split_to_fit(line, count, max_tokens) if n > max_tokens else [line]
             lines += pieces
@@ -99,11 +119,25 @@ def create_app(task, model_name: str, max_inputs: int = 64, max_input_chars: int
             owners += [i] * len(pieces)
         return lines, tokens, owners, too_long
 
+    def shape(answers: List[Dict[str, Any]], owners: List[int], count: int,
+              split: List[int]) -> List[Any]:
+        """One answer per request input (a split input's pieces joined), as the task serves
+        it: the bare `output_field` (a translation string) or the whole dict."""
+        if split:
+            pieces: List[List[Dict[str, Any]]] = [[] for _ in range(count)]
+            for owner, answer in zip(owners, answers):
+                pieces[owner].append(answer)
+            answers = [task.join_pieces(parts) for parts in pieces]
+        if task.plain_answers:
+            return [answer[task.output_field] for answer in answers]
+        return answers
+
     async def until_disconnected(request: Request) -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    async def translate(request: Request, lines: List[str], tokens: List[int]) -> List[str]:
+    async def predict(request: Request, lines: List[str], tokens: List[int]
+                      ) -> List[Dict[str, Any]]:
         """The batcher's answer, unless the client leaves first: then its request is
         cancelled, and the batcher skips it if the model has not started on it yet."""
         job = asyncio.ensure_future(batcher.submit(lines, tokens))
@@ -134,7 +168,7 @@ def create_app(task, model_name: str, max_inputs: int = 64, max_input_chars: int
             if not inputs:
                 return {"outputs": []}
             lines, tokens, owners, split = plan(inputs)
-            outputs = await translate(request, lines, tokens)
+            outputs = shape(await predict(request, lines, tokens), owners, len(inputs), split)
         except RequestError as err:
             return error(err.status, err.message)
         except ClientGone:  # nobody reads this answer
@@ -146,12 +180,6 @@ def create_app(task, model_name: str, max_inputs: int = 64, max_input_chars: int
         except Exception as err:  # a bug in this module: still a JSON answer, and logged
             logger.exception("generate: internal error")
             return error(500, f"internal error: {type(err).__name__}: {err}")
-        if not split:
-            return {"outputs": outputs}
-        joined: List[List[str]] = [[] for _ in inputs]
-        for owner, output in zip(owners, outputs):
-            if output.strip():
-                joined[owner].append(output.strip())
-        return {"outputs": [" ".join(parts) for parts in joined], "split": split}
+        return {"outputs": outputs, "split": split} if split else {"outputs": outputs}
 
     return app

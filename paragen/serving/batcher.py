@@ -1,9 +1,10 @@
 """Dynamic batching: requests from many clients are merged into one model call.
 
-Each request's sentences wait in a queue; a single worker takes everything that arrived
-within `max_wait_ms` of the first waiting request (up to `max_batch_tokens` source tokens),
-translates it as one batch, and hands every request its own slice of the outputs. One
-worker thread owns the model, so torch's intra-op threads are never oversubscribed.
+Each request's inputs wait in a queue; a single worker takes everything that arrived within
+`max_wait_ms` of the first waiting request (up to `max_batch_tokens` input tokens), runs it
+through the task's `predict` as one batch, and hands every request its own slice of the
+answers. One worker thread owns the model, so torch's intra-op threads are never
+oversubscribed.
 
 Because one batch mixes clients, one client's input must not be able to fail the others: a
 failed batch of several requests is retried one request at a time, so only the request that
@@ -18,7 +19,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 logger = logging.getLogger("paragen")
 
@@ -36,10 +37,10 @@ class _Request:
 
 
 class DynamicBatcher:
-    def __init__(self, translate: Callable[[List[str]], List[str]],
+    def __init__(self, predict: Callable[[List[str]], List[Any]],
                  count_tokens: Callable[[str], int], max_batch_tokens: int = 4096,
                  max_wait_ms: float = 5.0):
-        self.translate, self.count_tokens = translate, count_tokens
+        self.predict, self.count_tokens = predict, count_tokens
         self.max_batch_tokens, self.max_wait = max_batch_tokens, max_wait_ms / 1000.0
         self.queue: asyncio.Queue = asyncio.Queue()
         self.batches = self.requests = self.failures = self.dropped = 0
@@ -69,8 +70,8 @@ class DynamicBatcher:
             waiting.append(self.queue.get_nowait())
         self._fail(waiting, Unavailable("the server is shutting down"))
 
-    async def submit(self, lines: List[str], tokens: Optional[Sequence[int]] = None) -> List[str]:
-        """Outputs for `lines`, in order. `tokens`: their source lengths if the caller already
+    async def submit(self, lines: List[str], tokens: Optional[Sequence[int]] = None) -> List[Any]:
+        """Answers for `lines`, in order. `tokens`: their lengths if the caller already
         tokenized them (so the server does not tokenize every input twice)."""
         if not self.alive:
             raise Unavailable("the model worker is not running")
@@ -107,15 +108,16 @@ class DynamicBatcher:
             tokens += request.tokens
         return batch
 
-    def _translate_checked(self, lines: List[str]) -> List[str]:
-        outputs = self.translate(lines)
+    def _predict_checked(self, lines: List[str]) -> List[Any]:
+        outputs = self.predict(lines)
         if len(outputs) != len(lines):  # a silent misalignment would answer the wrong client
             raise RuntimeError(f"the model returned {len(outputs)} outputs for {len(lines)} "
                                f"inputs")
         return outputs
 
     async def _serve(self, batch: List[_Request]) -> None:
-        """Translate `batch` and answer its requests; on failure retry them one by one."""
+        """Run `batch` through the model and answer its requests; on failure retry them one
+        by one."""
         loop = asyncio.get_running_loop()
         waiting = [request for request in batch if not request.future.done()]
         self.dropped += len(batch) - len(waiting)  # their clients left while the batch formed
@@ -124,7 +126,7 @@ class DynamicBatcher:
             return
         lines = [line for request in batch for line in request.lines]
         try:
-            outputs = await loop.run_in_executor(self._executor, self._translate_checked, lines)
+            outputs = await loop.run_in_executor(self._executor, self._predict_checked, lines)
         except Exception as err:
             if len(batch) > 1:  # find the request that fails; the others still get answers
                 logger.warning("a batch of %d requests failed (%s: %s); retrying each alone",
@@ -133,7 +135,7 @@ class DynamicBatcher:
                     if not request.future.done():
                         await self._serve([request])
                 return
-            logger.exception("generation failed for a request of %d sentences", len(lines))
+            logger.exception("the model failed on a request of %d inputs", len(lines))
             self.failures += 1
             if not batch[0].future.done():
                 batch[0].future.set_exception(err)

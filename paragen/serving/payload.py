@@ -16,7 +16,9 @@ from typing import Any, List
 
 from starlette.requests import ClientDisconnect, Request
 
-SHAPE = 'expected {"inputs": ["sentence", ...], "options": {}}'
+from paragen.errors import InputError
+
+SHAPE = 'expected {"inputs": ["sentence", ...], "options": {}}'  # a pair: "first\\tsecond"
 
 
 class RequestError(Exception):
@@ -130,13 +132,14 @@ def check_payload(body: Any, max_inputs: int, max_input_chars: int) -> List[str]
     return inputs
 
 
-def token_lengths(inputs: List[str], tokenizer) -> List[int]:
-    """Source tokens of each input (eos not counted), in one tokenizer call."""
+def input_lengths(inputs: List[str], task) -> List[int]:
+    """Each input's length as the task counts it (`ServedPredictor.input_tokens`), in one call.
+    An input the task cannot read is this request's mistake, refused (422) before it can share
+    a batch with other clients' inputs."""
     try:
-        if hasattr(tokenizer, "encode_batch"):
-            return [len(ids) for ids in tokenizer.encode_batch(inputs)]
-        return [len(tokenizer.encode(line)) for line in inputs]
+        return task.input_tokens(inputs)
+    except InputError as err:
+        raise RequestError(422, f"inputs[{err.index}]: {err.reason}") from None
     except Exception as err:  # input-specific: this request alone is refused
         raise RequestError(422, f"the inputs could not be tokenized: {type(err).__name__}: "
                                 f"{' '.join(str(err).split())[:200]}") from None
-

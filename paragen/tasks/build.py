@@ -30,6 +30,7 @@ from paragen.checkpoint import assign_weights
 from paragen.config import apply_overrides, parse_overrides
 from paragen.env import build_env, import_libs
 from paragen.errors import ConfigError
+from paragen.interfaces import missing_members
 from paragen.model_folder import open_model_folder
 from paragen.registry import build, check_config, lookup
 # Importing the tasks registers them.
@@ -67,7 +68,7 @@ def load_trained_task(model: str, mode: str, overrides: List[str] = (),
                       data: Optional[Dict[str, Any]] = None, libs: List[str] = (),
                       search: Optional[Dict[str, Any]] = None,
                       inputs: Optional[Dict[str, Optional[str]]] = None,
-                      needs: Optional[str] = None):
+                      needs: Optional[type] = None, needed_by: str = "this command"):
     """Build the task stored in a model folder, in `mode` (`infer` or `evaluate`), with its
     weights.
 
@@ -76,9 +77,10 @@ def load_trained_task(model: str, mode: str, overrides: List[str] = (),
     `input_data` says (a translation needs both files, a classifier's TSV holds its labels).
     Overrides apply last, so `--task.generator.search.beam_size 8` widens the beam; `search`
     replaces the whole search config (switching class, e.g. beam → greedy, changes which
-    keys are valid). `needs` names a method the verb calls (`translate`): a task without it
-    is refused before its weights load. Plug-ins the model was trained with are never
-    imported from the folder: they must be named in `libs`.
+    keys are valid). `needs` is the contract the verb drives the task through (a Protocol of
+    `paragen.interfaces`, e.g. `Translator`): a task without its members is refused before
+    its weights load, in a message that names `needed_by`. Plug-ins the model was trained
+    with are never imported from the folder: they must be named in `libs`.
     """
     folder = open_model_folder(model)
     config = folder.config
@@ -86,9 +88,11 @@ def load_trained_task(model: str, mode: str, overrides: List[str] = (),
     task_cfg["mode"] = mode
     missing_libs = [lib for lib in folder.stored_libs if lib not in split_libs(libs)]
     task_class = _with_plugin_hint(lambda: _task_class(task_cfg, libs), missing_libs)
-    if needs and not hasattr(task_class, needs):
-        raise ConfigError(f"{model}: holds a {task_class.__name__}; this command works with "
-                          f"tasks that can {needs} (TranslationTask)")
+    missing = missing_members(task_class, needs) if needs else []
+    if missing:
+        raise ConfigError(f"{model}: holds a {task_class.__name__}; {needed_by} works with "
+                          f"tasks that have {', '.join(missing)} "
+                          f"(paragen.interfaces.{needs.__name__})")
     if search is not None and not hasattr(task_class, "translate"):
         raise ConfigError(f"--beam applies to translation models; {model} holds a "
                           f"{task_class.__name__}")

@@ -79,3 +79,6 @@ class SequenceClassificationTask(SentencePredictionTask):
         rounded = probabilities.round(decimals=6).tolist()
         return [{"label": self.labels[b], "probabilities": dict(zip(self.labels, p))}
                 for b, p in zip(best, rounded)]
+
+    def describe(self) -> Dict[str, Any]:
+        return {**super().describe(), "labels": self.labels}

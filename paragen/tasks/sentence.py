@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 import torch
 
-from paragen.errors import ConfigError, DataError
+from paragen.errors import ConfigError, InputError
 from paragen.interfaces import ColumnDataset
 from paragen.registry import build
 from paragen.tasks.common import (build_loader, check_splits, copy_tokenizers, place_model,
@@ -228,20 +228,43 @@ class SentencePredictionTask:
     def predict(self, lines: Sequence[str], first_line: int = 1) -> List[Dict[str, Any]]:
         """One dict per input line, in input order (`output_field` holds the answer). For a
         pair task each line holds the two texts separated by a tab."""
-        lines = list(lines)
-        if len(self.text) == 2:
-            cells = [line.split("\t") for line in lines]
-            bad = next((i for i, row in enumerate(cells) if len(row) != 2), None)
-            if bad is not None:
-                raise DataError(f"input line {first_line + bad}: expected two texts separated "
-                                f"by a tab ({' and '.join(self.text)}), got {len(cells[bad])}")
-            texts = [list(column) for column in zip(*cells)] if cells else [[], []]
-        else:
-            texts = [lines]
-        if not lines:
+        texts = self._columns(lines, first_line)
+        if not texts[0]:
             return []
         split = self.encode(texts)
         return self.render(self._run_model(split, self._build_loader("infer", split)))
+
+    def _columns(self, lines: Sequence[str], first_line: int) -> List[List[str]]:
+        """Input lines as text columns: the lines themselves, or a pair's two tab-separated
+        texts (an `InputError` names the first line that is not a pair)."""
+        lines = list(lines)
+        if len(self.text) == 1:
+            return [lines]
+        cells = [line.split("\t") for line in lines]
+        bad = next((i for i, row in enumerate(cells) if len(row) != 2), None)
+        if bad is not None:
+            raise InputError(bad, f"expected two texts separated by a tab "
+                                  f"({' and '.join(self.text)}), got {len(cells[bad])}",
+                             first_line)
+        return [list(column) for column in zip(*cells)] if cells else [[], []]
+
+    # ------------------------------------------------------------------ serving
+    plain_answers = False  # a label comes with its probabilities
+
+    @property
+    def max_input_tokens(self) -> int:
+        """Text tokens one row can have before `encode` cuts it (bos, eos and a pair's
+        separator take the rest of max_length)."""
+        return self.max_length - 1 - len(self.text)
+
+    def input_tokens(self, lines: Sequence[str], first_line: int = 1) -> List[int]:
+        """Text tokens of each line (a pair: of both texts), counted as `encode` counts them."""
+        sides = [self.tokenizer.encode_batch(column)
+                 for column in self._columns(lines, first_line)]
+        return [sum(len(ids) for ids in row) for row in zip(*sides)]
+
+    def describe(self) -> Dict[str, Any]:
+        return {"text": self.text, "output_field": self.output_field}
 
     @classmethod
     def input_data(cls, task_config: Dict[str, Any], input: str,

@@ -227,6 +227,26 @@ class TranslationTask:
         """`generate`'s entry point, common to all tasks: `{"translation": ...}` per line."""
         return [{"translation": text} for text in self.translate(lines)]
 
+    # ------------------------------------------------------------------ serving
+    plain_answers = True  # `{"outputs": ["A dog runs."]}`, the format clients rely on
+
+    @property
+    def max_input_tokens(self) -> int:
+        """Source tokens `encode` keeps (eos takes the last of max_length)."""
+        return self.max_length - 1
+
+    def input_tokens(self, lines: List[str], first_line: int = 1) -> List[int]:
+        return [len(ids) for ids in self.src_tokenizer.encode_batch(lines)]
+
+    def join_pieces(self, answers: List[Dict[str, str]]) -> Dict[str, str]:
+        """A long input translated piece by piece: the pieces' translations, space-joined."""
+        texts = (answer["translation"].strip() for answer in answers)
+        return {"translation": " ".join(text for text in texts if text)}
+
+    def describe(self) -> Dict[str, Any]:
+        return {"generator": type(self.generator).__name__, "source": self.src,
+                "target": self.tgt}
+
     @classmethod
     def input_data(cls, task_config: Dict[str, Any], input: Optional[str],
                    reference: Optional[str]) -> Dict[str, Any]:
