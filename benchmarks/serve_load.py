@@ -1,12 +1,16 @@
 """Load test of `paragen serve` on 127.0.0.1: C concurrent clients, single sentences, T seconds.
 
     python benchmarks/serve_load.py --model runs/multi30k-glat --clients 1 8 32 --seconds 30
+    python benchmarks/serve_load.py --model runs/sst2 --input data/sst2/dev.tsv \
+        --column sentence --serving dynamic --clients 1 32 --output F   # a classifier
 
-For each model and client count it starts a server (dynamic batching on, then off with
-`--max-tokens 1`, i.e. batch-1 serving), lets every client send one test sentence per
-request in a closed loop, and reports requests/s, p50/p95/p99 latency and errors. Results go
-to benchmarks/results/serve_load.json. Traffic never leaves the loopback interface, and every
-loop is bounded by `--seconds`.
+For each model and client count it starts a server (dynamic batching on, then, unless
+`--serving` says otherwise, off with `--max-tokens 1`, i.e. batch-1 serving), lets every
+client send one input per request in a closed loop, and reports requests/s, p50/p95/p99
+latency and errors. Any served task works: an answer counts when the server returns 200 with
+one output. `--column` reads the inputs from that column of a TSV file with a header line
+(SST-2, GLUE). Results go to `--output` with the command that made them. Traffic never leaves
+the loopback interface, and every loop is bounded by `--seconds`.
 """
 from __future__ import annotations
 
@@ -19,9 +23,13 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import httpx
+
+# server set-ups (`--serving`): the label the results use and the options `paragen serve` gets
+SERVING = {"dynamic": ("dynamic batching", []),
+           "batch-1": ("batch-1", ["--max-tokens", "1", "--max-wait-ms", "0"])}
 
 
 def free_port() -> int:
@@ -77,6 +85,18 @@ async def _client(port: int, sentences: List[str], offset: int, step: int, stop_
         writer.close()
 
 
+def read_inputs(path: str, column: Optional[str]) -> List[str]:
+    """The lines of `path`, or with `column` that column of a TSV file with a header line."""
+    lines = open(path, encoding="utf-8").read().splitlines()
+    if column is None:
+        return lines
+    header = lines[0].split("\t")
+    if column not in header:
+        sys.exit(f"{path}:1: no column {column!r} in the header ({', '.join(header)})")
+    index = header.index(column)
+    return [row.split("\t")[index] for row in lines[1:] if row]
+
+
 def load(port: int, sentences: List[str], clients: int, seconds: float) -> Dict[str, Any]:
     latencies: List[float] = []
     errors = [0]
@@ -99,15 +119,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", action="append", required=True)
     parser.add_argument("--input", default="data/multi30k/test2016.de")
+    parser.add_argument("--column", help="read this column of a TSV file with a header")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--serving", nargs="+", choices=list(SERVING),
+                        default=list(SERVING), help="which server set-ups to measure")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--output", default="benchmarks/results/serve_load.json")
     args = parser.parse_args()
-    sentences = open(args.input, encoding="utf-8").read().splitlines()
+    sentences = read_inputs(args.input, args.column)
     rows = []
     for model in args.model:
-        for mode, extra in (("dynamic batching", []),
-                            ("batch-1", ["--max-tokens", "1", "--max-wait-ms", "0"])):
+        for mode, extra in (SERVING[name] for name in args.serving):
             port = free_port()
             server = start_server(model, port, extra)
             try:
