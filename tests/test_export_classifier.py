@@ -20,7 +20,7 @@ def dev(sst2):
 
 def logits(task, lines):
     """(N, outputs) logits of the task's model for `lines`, as one padded batch."""
-    split = task.encode(task._columns(lines, 1))
+    split = task.encode(task.input_columns(lines, 1))
     batch = task.collate(list(range(len(lines))), split)
     with torch.no_grad():
         return task.model(batch["src"], batch.get("segments"))["logits"]

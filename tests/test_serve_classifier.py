@@ -128,15 +128,16 @@ def test_one_failing_request_leaves_its_batch_neighbours_answered(classifier, de
                                                                   monkeypatch):
     sentences = dev_sentences[:15]
     expected = {sentence: classifier.predict([sentence])[0] for sentence in sentences}
-    predict = classifier.predict
+    predict, calls = classifier.predict, []
 
     def flaky(lines, first_line=1):
+        calls.append(list(lines))
         if "boom" in lines:
             raise RuntimeError("model exploded")
         return predict(lines, first_line)
 
     monkeypatch.setattr(classifier, "predict", flaky)
-    app = create_app(classifier, "sst2", max_wait_ms=200)
+    app = create_app(classifier, "sst2", max_wait_ms=500)
     with running(app) as url:
         def call(text):
             reply = httpx.post(f"{url}/v1/generate", json={"inputs": [text]}, timeout=60)
@@ -144,8 +145,8 @@ def test_one_failing_request_leaves_its_batch_neighbours_answered(classifier, de
 
         with ThreadPoolExecutor(16) as pool:
             results = list(pool.map(call, sentences + ["boom"]))
-        batcher = app.state.batcher
-        assert batcher.batches < len(sentences) and batcher.failures == 1  # merged, one failed
+        assert any("boom" in call and len(call) > 1 for call in calls)  # it had neighbours
+        assert app.state.batcher.failures == 1
         status, body = results[-1]
         assert status == 500 and "model exploded" in body["error"]
         assert all(status == 200 for status, _ in results[:-1])

@@ -228,13 +228,13 @@ class SentencePredictionTask:
     def predict(self, lines: Sequence[str], first_line: int = 1) -> List[Dict[str, Any]]:
         """One dict per input line, in input order (`output_field` holds the answer). For a
         pair task each line holds the two texts separated by a tab."""
-        texts = self._columns(lines, first_line)
+        texts = self.input_columns(lines, first_line)
         if not texts[0]:
             return []
         split = self.encode(texts)
         return self.render(self._run_model(split, self._build_loader("infer", split)))
 
-    def _columns(self, lines: Sequence[str], first_line: int) -> List[List[str]]:
+    def input_columns(self, lines: Sequence[str], first_line: int) -> List[List[str]]:
         """Input lines as text columns: the lines themselves, or a pair's two tab-separated
         texts (an `InputError` names the first line that is not a pair)."""
         lines = list(lines)
@@ -260,7 +260,7 @@ class SentencePredictionTask:
     def input_tokens(self, lines: Sequence[str], first_line: int = 1) -> List[int]:
         """Text tokens of each line (a pair: of both texts), counted as `encode` counts them."""
         sides = [self.tokenizer.encode_batch(column)
-                 for column in self._columns(lines, first_line)]
+                 for column in self.input_columns(lines, first_line)]
         return [sum(len(ids) for ids in row) for row in zip(*sides)]
 
     def describe(self) -> Dict[str, Any]:
