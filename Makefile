@@ -12,6 +12,7 @@ $(BIN)/activate: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: the CPU wheel (an open range would pull a CUDA build)
 	$(BIN)/pip install --quiet torch==2.13.0
+	# dev = what the tests import: the serve, export, clean and hf extras (transformers leaves torch alone)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(BIN)/activate
 

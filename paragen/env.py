@@ -141,3 +141,14 @@ def import_libs(libs: List[str]) -> None:
             raise ConfigError(f"--lib {lib}: importing {name!r} failed: "
                               f"{type(err).__name__}: {err}") from None
         logger.info("imported plug-in library %s", lib)
+
+
+def import_extra(module: str, extra: str, needed_by: str):
+    """Import an optional dependency, or fail with one `ConfigError` naming the extra that
+    installs it: a config may name a class whose heavy dependency (transformers ...) is not
+    installed, and the user should learn the fix, not read an import traceback."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ConfigError(f"{needed_by} needs the {extra} extra ({err}): "
+                          f"pip install 'paragen[{extra}]'") from None

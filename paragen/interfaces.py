@@ -103,6 +103,15 @@ class NATModel(Protocol):
 
 
 @runtime_checkable
+class TokenTypeEncoder(Protocol):
+    """An encoder with segment (token type) embeddings of its own, as a pretrained BERT has:
+    a sentence-pair model passes it segment ids (`encoder(src, token_types=segments)`) rather
+    than adding segment vectors of its own, so the pretrained embeddings are the ones used."""
+
+    num_token_types: int
+
+
+@runtime_checkable
 class StepDecoder(Protocol):
     """An AR decoder a search can drive one token at a time over a key/value cache."""
 

@@ -1,4 +1,5 @@
 """Encoders: source tokens → contextual vectors. Registered with `@register_encoder`."""
+from paragen.encoders.huggingface import HuggingFaceEncoder
 from paragen.encoders.transformer import TransformerEncoder
 
-__all__ = ["TransformerEncoder"]
+__all__ = ["HuggingFaceEncoder", "TransformerEncoder"]

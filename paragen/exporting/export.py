@@ -141,6 +141,7 @@ def _copy_tokenizers(config: Dict[str, Any], source_dir: str, target_dir: str) -
     for entry in [cfg] if "class" in cfg else cfg.values():
         if "model" in entry:
             name = os.path.basename(entry["model"])
-            shutil.copyfile(os.path.join(source_dir, entry["model"]),
-                            os.path.join(target_dir, name))
+            source = os.path.join(source_dir, entry["model"])
+            copy = shutil.copytree if os.path.isdir(source) else shutil.copyfile  # HF: a folder
+            copy(source, os.path.join(target_dir, name))
             entry["model"] = name

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from torch import nn
 
 from paragen.errors import ConfigError, DataError
 from paragen.files import atomic_text_output
-from paragen.registry import build
+from paragen.registry import KINDS, build, lookup
 
 logger = logging.getLogger("paragen")
 
@@ -46,19 +47,48 @@ def check_splits(sizes: Dict[str, Optional[int]], mode: str) -> None:
         raise ConfigError("task.data.train: training needs a 'train' split")
 
 
+def make_self_contained(save_dir: str, config: Dict[str, Any], base_dir: str) -> None:
+    """Make a training's `save_dir` all that generate/evaluate/serve need: tokenizer models
+    copied beside the checkpoints, and every pretrained component's architecture written into
+    the config the checkpoints store (so the pretrained folder is not needed again)."""
+    copy_tokenizers(save_dir, config, base_dir)
+    store_architectures(config["task"].get("model"), "model", "task.model")
+
+
 def copy_tokenizers(save_dir: str, config: Dict[str, Any], base_dir: str) -> None:
-    """Copy tokenizer models next to the checkpoints and point the stored config at them,
-    so a checkpoint folder is all that generate/evaluate/serve need."""
+    """Copy tokenizer models next to the checkpoints and point the stored config at them. A
+    model that is a folder (HuggingFaceTokenizer) becomes `tokenizer/`; a tokenizer class
+    with a `copy_model(source, target)` copies only what it needs (not weights beside it)."""
     os.makedirs(save_dir, exist_ok=True)
     cfg = config["task"]["tokenizer"]
     entries = [("", cfg)] if "class" in cfg else [(f".{k}", v) for k, v in cfg.items()]
     for suffix, entry in entries:
         if "model" in entry:
-            target = f"tokenizer{suffix}.model"
             source = os.path.join(base_dir, entry["model"])
+            folder = os.path.isdir(source)
+            target = f"tokenizer{suffix}" if folder else f"tokenizer{suffix}.model"
             if os.path.abspath(source) != os.path.abspath(os.path.join(save_dir, target)):
-                shutil.copyfile(source, os.path.join(save_dir, target))
+                tokenizer_class = lookup("tokenizer", entry["class"], "task.tokenizer")
+                copy = getattr(tokenizer_class, "copy_model", None) or (
+                    partial(shutil.copytree, dirs_exist_ok=True) if folder else shutil.copyfile)
+                copy(source, os.path.join(save_dir, target))
             entry["model"] = target
+
+
+def store_architectures(node: Any, kind: Optional[str], path: str) -> None:
+    """Replace, in place, every component entry under `node` whose class says what a model
+    folder must store instead (`config_to_store(entry)`: HuggingFaceEncoder swaps its
+    pretrained folder for the architecture the folder holds)."""
+    if not isinstance(node, dict):
+        return
+    if kind and "class" in node:
+        to_store = getattr(lookup(kind, node["class"], path), "config_to_store", None)
+        if to_store is not None:
+            replacement = to_store(dict(node))
+            node.clear()
+            node.update(replacement)
+    for key, value in node.items():
+        store_architectures(value, key if key in KINDS else None, f"{path}.{key}")
 
 
 def build_loader(name: str, loaders: Dict[str, Any], lengths: Sequence[int],

@@ -25,8 +25,8 @@ import torch
 from paragen.errors import ConfigError, InputError
 from paragen.interfaces import ColumnDataset
 from paragen.registry import build
-from paragen.tasks.common import (build_loader, check_splits, copy_tokenizers, place_model,
-                                  report_scores, run_task)
+from paragen.tasks.common import (build_loader, check_splits, make_self_contained,
+                                  place_model, report_scores, run_task)
 from paragen.tokenizers import build_tokenizers
 
 logger = logging.getLogger("paragen")
@@ -113,7 +113,7 @@ class SentencePredictionTask:
         trainer = {"assess_by": f"{first}.{metric}", **self.sections["trainer"]}
         self.config["task"]["trainer"]["assess_by"] = trainer["assess_by"]
         self.trainer = build("trainer", trainer, "task.trainer", env=self.env)
-        copy_tokenizers(self.trainer.save_dir, self.config, self.base_dir)
+        make_self_contained(self.trainer.save_dir, self.config, self.base_dir)
 
     # ------------------------------------------------------------------ data
     def _read_split(self, name: str, cfg: Dict[str, Any]) -> Dict[str, Any]:

@@ -23,8 +23,8 @@ from paragen.errors import ConfigError
 from paragen.evaluators import generate_in_order
 from paragen.interfaces import ColumnDataset, StreamingDataset, TokenArrayDataset
 from paragen.registry import build, lookup, register_task
-from paragen.tasks.common import (build_loader, check_splits, copy_tokenizers, place_model,
-                                  report_scores, run_task)
+from paragen.tasks.common import (build_loader, check_splits, make_self_contained,
+                                  place_model, report_scores, run_task)
 from paragen.tokenizers import build_tokenizers
 
 logger = logging.getLogger("paragen")
@@ -77,7 +77,7 @@ class TranslationTask:
             if self.sections["trainer"] is None:
                 raise ConfigError("task.trainer: training needs a trainer section")
             self.trainer = build("trainer", self.sections["trainer"], "task.trainer", env=self.env)
-            copy_tokenizers(self.trainer.save_dir, self.config, self.base_dir)
+            make_self_contained(self.trainer.save_dir, self.config, self.base_dir)
         return self
 
     # ------------------------------------------------------------------ data

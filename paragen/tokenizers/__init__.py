@@ -1,5 +1,6 @@
 """Tokenizers: text ↔ integer ids. Importing this package registers its classes."""
 from paragen.tokenizers.build import build_tokenizers
+from paragen.tokenizers.huggingface import HuggingFaceTokenizer
 from paragen.tokenizers.sentencepiece import SentencePieceTokenizer
 
-__all__ = ["SentencePieceTokenizer", "build_tokenizers"]
+__all__ = ["HuggingFaceTokenizer", "SentencePieceTokenizer", "build_tokenizers"]
