@@ -148,8 +148,9 @@ class ExtractiveQATask:
             split["q_lengths"], split["c_lengths"][paragraph], self.max_length, self.doc_stride)
         split.update(w_question=window_question, w_start=window_start, w_length=window_length,
                      lengths=split["q_lengths"][window_question] + window_length + 3)
-        logger.info("%s: %d questions in %d windows of at most %d tokens", name,
-                    len(paragraph), len(window_question), self.max_length)
+        if answers is not None:
+            logger.info("%s: %d questions in %d windows of at most %d tokens", name,
+                        len(paragraph), len(window_question), self.max_length)
         if answers is not None:
             self._encode_targets(split, answers, where, name)
         return split
