@@ -138,12 +138,12 @@ class ExtractiveQATask:
         offsets = torch.tensor(list(itertools.chain.from_iterable(o for _, o in encoded)),
                                dtype=torch.long).reshape(-1, 2)
         split["c_begin"], split["c_end"] = offsets[:, 0].contiguous(), offsets[:, 1].contiguous()
-        for bad in (split["c_lengths"][paragraph] == 0).nonzero()[:1].flatten().tolist():
-            raise DataError(f"{where(bad)}: the context has no tokens (empty after the "
-                            f"tokenizer's normalisation)")
-        bad = (split["q_lengths"] == 0).nonzero()[:1].flatten().tolist()
-        if bad:
-            raise DataError(f"{where(bad[0])}: the question has no tokens")
+        for side, lengths in (("context", split["c_lengths"][paragraph]),
+                              ("question", split["q_lengths"])):
+            empty = lengths.eq(0).nonzero().flatten().tolist()
+            if empty:
+                raise DataError(f"{where(empty[0])}: the {side} has no tokens (nothing left "
+                                f"after the tokenizer's normalisation)")
         window_question, window_start, window_length = plan_windows(
             split["q_lengths"], split["c_lengths"][paragraph], self.max_length, self.doc_stride)
         split.update(w_question=window_question, w_start=window_start, w_length=window_length,
@@ -151,7 +151,6 @@ class ExtractiveQATask:
         if answers is not None:
             logger.info("%s: %d questions in %d windows of at most %d tokens", name,
                         len(paragraph), len(window_question), self.max_length)
-        if answers is not None:
             self._encode_targets(split, answers, where, name)
         return split
 
