@@ -94,6 +94,10 @@ def test_xquad_splits_by_article_in_file_order(xquad):
         sample["answers"][0]["text"])
     small = SquadDataset(xquad["json"], max_samples=7)
     assert len(small) == 7 and small.contexts == whole.contexts[:1]
+    every_third = SquadDataset(xquad["json"], split="test", test_every=3)
+    assert len(every_third.contexts) == 16 * 5  # articles 2, 5, ..., 47
+    with pytest.raises(ValueError, match="test_every: must be ≥ 2"):
+        SquadDataset(xquad["json"], test_every=1)
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -37,8 +37,8 @@ class SquadDataset(Sequence):
     def __init__(self, path: str, split: Literal["all", "train", "test"] = "all",
                  test_every: int = 5, max_samples: Optional[int] = None) -> None:
         if test_every < 2:
-            raise DataError(f"{path}: test_every must be ≥ 2 (every n-th article is a test "
-                            f"article), got {test_every}")
+            raise ValueError(f"test_every: must be ≥ 2 (every n-th article is a test "
+                             f"article), got {test_every}")
         text = read_text(path)
         try:
             root = json.loads(text)
