@@ -20,7 +20,8 @@ VERBS = {
     "train": ("paragen.commands.train", "train a model from a YAML config"),
     "evaluate": ("paragen.commands.evaluate", "score a trained model on test data"),
     "generate": ("paragen.commands.generate",
-                 "one answer per input line (translation, label) from stdin or --input"),
+                 "one answer per input line (translation, label, answer span) from stdin "
+                 "or --input"),
     "build-tokenizer": ("paragen.commands.build_tokenizer", "learn a SentencePiece model"),
     "average-checkpoints": ("paragen.commands.average_checkpoints",
                             "average the weights of several checkpoints"),

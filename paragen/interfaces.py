@@ -29,6 +29,18 @@ class Tokenizer(Protocol):
 
 
 @runtime_checkable
+class OffsetTokenizer(Protocol):
+    """A tokenizer that says where each token came from: extractive QA maps a predicted
+    token span back to the exact characters of the context. `encode_with_offsets` gives,
+    per text, the ids `encode_batch` gives and one `(start, end)` character offset pair per
+    id (`text[start:end]` is the token's text, without the whitespace before it); offsets
+    never decrease."""
+
+    def encode_with_offsets(self, texts: Sequence[str]
+                            ) -> List[Tuple[List[int], List[Tuple[int, int]]]]: ...
+
+
+@runtime_checkable
 class FingerprintedTokenizer(Protocol):
     """A tokenizer that can tell its model file apart from others (binarized data records it,
     and is refused with another tokenizer)."""

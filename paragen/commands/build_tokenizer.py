@@ -1,7 +1,8 @@
 """`paragen build-tokenizer --input train.de train.en --output DIR/spm --vocab-size 8000`.
 
 `--column sentence` learns from one column of TSV files with a header (GLUE's train.tsv)
-instead of whole lines.
+instead of whole lines; `--squad train` from the contexts and questions of SQuAD v1.1 JSON
+files (the train split of `SquadDataset`, so no test paragraph shapes the vocabulary).
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import argparse
 import os
 import tempfile
 
-from paragen.datasets import TsvDataset, read_lines
+from paragen.datasets import SquadDataset, TsvDataset, read_lines
+from paragen.errors import ConfigError
 from paragen.tokenizers import SentencePieceTokenizer
 
 
@@ -22,26 +24,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--character-coverage", type=float, default=1.0)
     parser.add_argument("--column", help="the inputs are TSV files with a header: learn from "
                                          "this column (e.g. sentence)")
+    parser.add_argument("--squad", choices=("all", "train", "test"),
+                        help="the inputs are SQuAD v1.1 JSON files: learn from the contexts and "
+                             "questions of this split (SquadDataset's split rule)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.column and args.squad:
+        raise ConfigError("--column reads TSV files, --squad SQuAD JSON files: give one")
     if args.column:
-        return _learn_from_column(args)
+        return _learn_from_cells(
+            args, [cell for path in args.input for cell in TsvDataset(path).lines(args.column)])
+    if args.squad:
+        datasets = [SquadDataset(path, split=args.squad) for path in args.input]
+        return _learn_from_cells(args, [text for data in datasets
+                                        for text in data.contexts + data.lines("question")])
     for path in args.input:
         read_lines(path)  # fail early, with file and line, on missing or non-UTF-8 input
     _learn(args, args.input)
     return 0
 
 
-def _learn_from_column(args: argparse.Namespace) -> int:
-    """Write the column's cells to a scratch file beside the output, learn, remove it."""
-    cells = [cell for path in args.input for cell in TsvDataset(path).lines(args.column)]
+def _learn_from_cells(args: argparse.Namespace, cells) -> int:
+    """Write the texts to a scratch file beside the output (one per line), learn, remove it."""
     folder = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(folder, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(prefix=".column-", suffix=".txt", dir=folder)
+    fd, scratch = tempfile.mkstemp(prefix=".texts-", suffix=".txt", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(cell + "\n" for cell in cells)
+            f.writelines(" ".join(cell.splitlines()) + "\n" for cell in cells)
         _learn(args, [scratch])
     finally:
         os.unlink(scratch)

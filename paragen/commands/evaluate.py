@@ -1,9 +1,10 @@
-"""`paragen evaluate --model DIR [--input test.de --reference test.en | --input dev.tsv]`.
+"""`paragen evaluate --model DIR [--input test.de --reference test.en | --input dev.tsv |
+--input dev.json]`.
 
 Without --input, the validation/test splits stored in the model's config are scored. Prints
 each of the task's metrics with its signature (translation: sacreBLEU and chrF;
-classification: accuracy, macro-F1, MCC); `--output-dir` receives the outputs (hypotheses,
-labels) in input order.
+classification: accuracy, macro-F1, MCC; extractive QA: exact match, F1); `--output-dir`
+receives the outputs (hypotheses, labels, answers) in input order.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from paragen.tasks.build import load_trained_task, search_for_beam
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint folder or .pt file")
     parser.add_argument("--input", help="translation: source-language file (with --reference); "
-                                        "classification: a TSV file with its label column")
+                                        "classification: a TSV file with its label column; "
+                                        "extractive QA: a SQuAD v1.1 JSON file")
     parser.add_argument("--reference", help="reference translations, line-aligned with --input")
     parser.add_argument("--output-dir", help="write <split>.hyp files here")
     parser.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the config's")

@@ -1,8 +1,10 @@
 """`paragen generate --model DIR < in.de > out.en` (or --input/--output files), batched.
 
-One output line per input line, whatever the task: a translation, or a classifier's label
-(a regressor's value). `--format jsonl` writes the task's whole answer as one JSON object per
-line instead (a classifier's label probabilities, `{"translation": ...}` for translation).
+One output line per input line, whatever the task: a translation, a classifier's label (a
+regressor's value), or the answer span of a `question<TAB>context` line. `--format jsonl`
+writes the task's whole answer as one JSON object per line instead (a classifier's label
+probabilities, `{"translation": ...}` for translation, a QA answer's score and character
+offsets).
 Input is read in chunks, each sorted by length into token-budget batches, and written back in
 input order, so arbitrarily long files stream with bounded memory.
 """

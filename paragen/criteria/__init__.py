@@ -2,6 +2,7 @@
 from paragen.criteria.cross_entropy import LabelSmoothedCrossEntropy
 from paragen.criteria.glancing import GlancingCrossEntropy
 from paragen.criteria.sentence import ClassificationCrossEntropy, MeanSquaredError
+from paragen.criteria.span import SpanCrossEntropy
 
 __all__ = ["ClassificationCrossEntropy", "GlancingCrossEntropy", "LabelSmoothedCrossEntropy",
-           "MeanSquaredError"]
+           "MeanSquaredError", "SpanCrossEntropy"]

@@ -3,11 +3,12 @@
 Importing this package registers its classes with `paragen.registry`.
 """
 from paragen.datasets.binarized import BinarizedParallelDataset, TokenArray
+from paragen.datasets.squad import SquadDataset
 from paragen.datasets.streaming import StreamingParallelDataset
 from paragen.datasets.text import (JsonlDataset, ParallelTextDataset, TextDataset,
-                                   decode_line, iter_line_chunks, read_lines)
+                                   decode_line, iter_line_chunks, read_lines, read_text)
 from paragen.datasets.tsv import TsvDataset
 
-__all__ = ["BinarizedParallelDataset", "JsonlDataset", "ParallelTextDataset",
+__all__ = ["BinarizedParallelDataset", "JsonlDataset", "ParallelTextDataset", "SquadDataset",
            "StreamingParallelDataset", "TextDataset", "TokenArray", "TsvDataset", "decode_line",
-           "iter_line_chunks", "read_lines"]
+           "iter_line_chunks", "read_lines", "read_text"]

@@ -43,13 +43,11 @@ def iter_line_chunks(stream: BinaryIO, name: str, size: int) -> Iterator[List[st
         yield chunk
 
 
-def read_lines(path: str) -> List[str]:
-    """Read a UTF-8 file into lines, removing only the line terminators (`\\n` or `\\r\\n`).
+def read_text(path: str) -> str:
+    """A whole UTF-8 file as one string; a missing file or bad UTF-8 names file and line.
 
     The whole file is decoded at once (fast for a 29k-line corpus); only when decoding fails do
-    we spend time locating the offending line, so the error can point straight at it. Splitting
-    on `\\n` only (not `str.splitlines`) keeps exotic separators such as U+2028 inside a line,
-    which would otherwise silently misalign parallel files.
+    we spend time locating the offending line, so the error can point straight at it.
     """
     try:
         with open(path, "rb") as handle:
@@ -62,6 +60,16 @@ def read_lines(path: str) -> List[str]:
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 ({err.reason} at column {column})") from None
+    return text
+
+
+def read_lines(path: str) -> List[str]:
+    """Read a UTF-8 file into lines, removing only the line terminators (`\\n` or `\\r\\n`).
+
+    Splitting on `\\n` only (not `str.splitlines`) keeps exotic separators such as U+2028
+    inside a line, which would otherwise silently misalign parallel files.
+    """
+    text = read_text(path)
     if not text:
         return []
     if "\r\n" in text:

@@ -3,5 +3,6 @@ from paragen.models.classifier import SequenceClassifier
 from paragen.models.exported import ExportedModel
 from paragen.models.glat import GLAT
 from paragen.models.seq2seq import Seq2Seq
+from paragen.models.span import SpanExtractor
 
-__all__ = ["ExportedModel", "GLAT", "Seq2Seq", "SequenceClassifier"]
+__all__ = ["ExportedModel", "GLAT", "Seq2Seq", "SequenceClassifier", "SpanExtractor"]

@@ -1,5 +1,6 @@
 """What every task does the same way: place the model, make the model folder self-contained,
-build a split's loader, report scores. Shared by translation and the sentence tasks."""
+build a split's loader, build the training parts, report scores. Shared by translation, the
+sentence tasks and extractive QA."""
 from __future__ import annotations
 
 import logging
@@ -102,6 +103,25 @@ def build_loader(name: str, loaders: Dict[str, Any], lengths: Sequence[int],
     return build("dataloader", cfg, f"task.dataloader.{name}",
                  samples=list(range(len(lengths))), lengths=lengths, sampler=sampler,
                  collate_fn=collate_fn)
+
+
+def build_training(task, default_criterion: Dict[str, Any], metric: str) -> None:
+    """`task.train_loader`, `task.criterion` and `task.trainer` of a task with `sections`,
+    `splits`, `loaders`, `env`, `config` and `base_dir` (the sentence and QA tasks).
+
+    Checkpoints are chosen by `metric` on the first evaluation split unless the config says
+    otherwise (the trainer's own default, valid.bleu, never appears in these tasks); the
+    choice is written into the config the checkpoints store."""
+    task.train_loader = task.loaders["train"]
+    task.criterion = build("criterion", task.sections["criterion"] or default_criterion,
+                           "task.criterion")
+    if task.sections["trainer"] is None:
+        raise ConfigError("task.trainer: training needs a trainer section")
+    first = next((name for name in task.splits if name != "train"), "valid")
+    trainer = {"assess_by": f"{first}.{metric}", **task.sections["trainer"]}
+    task.config["task"]["trainer"]["assess_by"] = trainer["assess_by"]
+    task.trainer = build("trainer", trainer, "task.trainer", env=task.env)
+    make_self_contained(task.trainer.save_dir, task.config, task.base_dir)
 
 
 def run_task(task) -> Dict[str, Any]:

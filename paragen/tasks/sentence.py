@@ -25,8 +25,8 @@ import torch
 from paragen.errors import ConfigError, InputError
 from paragen.interfaces import ColumnDataset
 from paragen.registry import build
-from paragen.tasks.common import (build_loader, check_splits, make_self_contained,
-                                  place_model, report_scores, run_task)
+from paragen.tasks.common import (build_loader, build_training, check_splits, place_model,
+                                  report_scores, run_task)
 from paragen.tokenizers import build_tokenizers
 
 logger = logging.getLogger("paragen")
@@ -96,24 +96,9 @@ class SentencePredictionTask:
             "class": "Evaluator", "metric": self.default_metrics, "log_examples": 0},
             "task.evaluator")
         if self.mode == "train":
-            self._build_training()
+            build_training(self, self.default_criterion, next(iter(self.evaluator.metrics),
+                                                              "loss"))
         return self
-
-    def _build_training(self) -> None:
-        self.train_loader = self.loaders["train"]
-        self.criterion = build("criterion", self.sections["criterion"] or self.default_criterion,
-                               "task.criterion")
-        if self.sections["trainer"] is None:
-            raise ConfigError("task.trainer: training needs a trainer section")
-        # Checkpoints are chosen by the first metric on the first evaluation split unless
-        # the config says otherwise (the trainer's own default, valid.bleu, never appears);
-        # the choice is written into the config the checkpoints store.
-        first = next((name for name in self.splits if name != "train"), "valid")
-        metric = next(iter(self.evaluator.metrics), "loss")
-        trainer = {"assess_by": f"{first}.{metric}", **self.sections["trainer"]}
-        self.config["task"]["trainer"]["assess_by"] = trainer["assess_by"]
-        self.trainer = build("trainer", trainer, "task.trainer", env=self.env)
-        make_self_contained(self.trainer.save_dir, self.config, self.base_dir)
 
     # ------------------------------------------------------------------ data
     def _read_split(self, name: str, cfg: Dict[str, Any]) -> Dict[str, Any]:

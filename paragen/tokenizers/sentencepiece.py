@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Sequence, Tuple
 
+import numpy as np
 import sentencepiece as spm
 
-from paragen.errors import DataError
+from paragen.errors import ConfigError, DataError
 from paragen.registry import register_tokenizer
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -77,6 +78,41 @@ class SentencePieceTokenizer:
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
         """Encode many sentences in one call, on all of sentencepiece's threads."""
         return self._sp.encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
+
+    def encode_with_offsets(self, texts: Sequence[str]
+                            ) -> List[Tuple[List[int], List[Tuple[int, int]]]]:
+        """`(ids, offsets)` per text: the same ids as `encode_batch`, and for each piece the
+        `(start, end)` character offsets of its visible text in the original string.
+
+        Why: extractive QA maps predicted token spans back to the exact context substring.
+        sentencepiece reports UTF-8 byte offsets of each piece's surface, leading whitespace
+        (the ▁ marker) included; offsets here are Python string indices, the whitespace
+        left out, so `text[start:end]` is the piece's own characters and a span of pieces
+        starts on a word, not on the space before it. A lone ▁ piece gets an empty span at
+        the next character. Offsets never decrease, whatever normalisation did. Needs
+        protobuf (`pip install 'paragen[qa]'`), which sentencepiece's offsets come in.
+        """
+        try:
+            protos = self._sp.encode(list(texts), out_type="proto",
+                                     num_threads=os.cpu_count() or 1)
+        except ImportError as err:
+            raise ConfigError(f"token offsets need protobuf: pip install 'paragen[qa]' ({err})"
+                              ) from None
+        result = []
+        for text, proto in zip(texts, protos):
+            pieces = proto.pieces
+            ids = [piece.id for piece in pieces]
+            data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+            # chars[b]: the character index of byte offset b (count of lead bytes before it)
+            chars = np.concatenate([[0], np.cumsum((data & 0xC0) != 0x80)])
+            begins = chars[[piece.begin for piece in pieces]].tolist()
+            ends = chars[[piece.end for piece in pieces]].tolist()
+            offsets = []
+            for begin, end in zip(begins, ends):
+                surface = text[begin:end]
+                offsets.append((end - len(surface.lstrip()), end))
+            result.append((ids, offsets))
+        return result
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text for `ids`, ignoring pad/bos/eos so padded model output decodes cleanly."""
