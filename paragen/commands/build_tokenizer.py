@@ -1,7 +1,8 @@
 """`paragen build-tokenizer --input train.de train.en --output DIR/spm --vocab-size 8000`.
 
 `--column sentence` learns from one column of TSV files with a header (GLUE's train.tsv)
-instead of whole lines.
+instead of whole lines. `--mask-token` adds `<mask>` (id 4) for masked-LM pre-training
+(`MaskedLMTask`); a model meant to be fine-tuned later must be the pre-training one.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--character-coverage", type=float, default=1.0)
     parser.add_argument("--column", help="the inputs are TSV files with a header: learn from "
                                          "this column (e.g. sentence)")
+    parser.add_argument("--mask-token", action="store_true",
+                        help="add <mask> (id 4), which masked-LM pre-training needs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,5 +54,6 @@ def _learn_from_column(args: argparse.Namespace) -> int:
 def _learn(args: argparse.Namespace, inputs) -> None:
     model = SentencePieceTokenizer.learn(inputs, args.output, vocab_size=args.vocab_size,
                                          model_type=args.model_type,
-                                         character_coverage=args.character_coverage)
+                                         character_coverage=args.character_coverage,
+                                         mask_token=args.mask_token)
     print(f"wrote {model}")

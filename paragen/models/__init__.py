@@ -2,6 +2,7 @@
 from paragen.models.classifier import SequenceClassifier
 from paragen.models.exported import ExportedModel
 from paragen.models.glat import GLAT
+from paragen.models.masked_lm import MaskedLM
 from paragen.models.seq2seq import Seq2Seq
 
-__all__ = ["ExportedModel", "GLAT", "Seq2Seq", "SequenceClassifier"]
+__all__ = ["ExportedModel", "GLAT", "MaskedLM", "Seq2Seq", "SequenceClassifier"]
