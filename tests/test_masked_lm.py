@@ -241,6 +241,8 @@ def test_pretraining_writes_curves_and_evaluate_scores_text(pretrained, corpus, 
     assert "test perplexity = " in capsys.readouterr().out
     assert main(["generate", "--model", str(pretrained), "--input", corpus["valid"]]) == 2
     assert "has no predict(lines)" in error_line(capsys)
+    assert main(["evaluate", "--model", str(pretrained), "--output-dir", str(pretrained)]) == 2
+    assert "a masked LM writes no outputs" in error_line(capsys)
 
 
 def test_resumed_run_masks_exactly_as_an_uninterrupted_one(corpus, tmp_path):

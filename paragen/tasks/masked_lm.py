@@ -83,8 +83,9 @@ class MaskedLMTask:
                         "random_token_prob": random_token_prob, "whole_word": whole_word,
                         "span_masking": span_masking, "span_mean_length": span_mean_length,
                         "span_max_length": span_max_length}
-        # Accepted for the `evaluate --output-dir` every task takes; scores are all there is.
-        self.output_dir = output_dir
+        if output_dir:  # `evaluate --output-dir`: translations and labels have outputs
+            raise ConfigError("task.output_dir (--output-dir): a masked LM writes no outputs; "
+                              "its scores are printed")
         self.config, self.base_dir = config, base_dir
         self.sections = {"tokenizer": tokenizer, "model": model, "data": data or {},
                          "dataloader": dataloader or {}, "criterion": criterion,
