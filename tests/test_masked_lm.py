@@ -259,6 +259,31 @@ def test_resumed_run_masks_exactly_as_an_uninterrupted_one(corpus, tmp_path):
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
 
 
+def test_an_update_that_failed_is_repeated_with_the_same_masks(corpus, tmp_path):
+    """A crash inside update 4 saves the state from before its batches were masked, so the
+    resumed run draws the same masks and ends where an uninterrupted run does."""
+    straight = mlm_config(corpus, tmp_path / "straight", max_steps=6, validate_interval=0)
+    build_task(straight).run()
+    config = mlm_config(corpus, tmp_path / "crashed", max_steps=6, validate_interval=0)
+    task = build_task(copy.deepcopy(config))
+    update, calls = task.trainer._update, []
+
+    def failing_update(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("simulated failure in update 4")
+        return update(*args, **kwargs)
+
+    task.trainer._update = failing_update
+    with pytest.raises(RuntimeError, match="simulated"):
+        task.run()
+    assert load_checkpoint(str(tmp_path / "crashed" / "last.pt"))["trainer"]["step"] == 3
+    build_task(copy.deepcopy(config)).run()
+    expected = load_checkpoint(str(tmp_path / "straight" / "last.pt"))["model"]
+    resumed = load_checkpoint(str(tmp_path / "crashed" / "last.pt"))["model"]
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+
+
 def classifier_config(corpus, save_dir, tokenizer, **trainer):
     return copy.deepcopy({
         "task": {

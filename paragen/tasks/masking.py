@@ -1,10 +1,10 @@
 """Which tokens a masked language model must recover, and what it sees in their place.
 
     (B,S) ids ─ choose positions ─ replace ─→ input ids, (B,S) masked positions, (N,) targets
-                 │ tokens: each sentence gets round(rate · its tokens) masks (at least one)
-                 │ whole words: the same count of words, every piece of a chosen word
-                 │ spans: as many units in SpanBERT's contiguous spans, their lengths
-                 │        drawn from a truncated geometric law (words with whole_word)
+                 │ tokens: each sentence gets about rate · its tokens masks (at least one)
+                 │ whole words: the same share of words, every piece of a chosen word
+                 │ spans: the same count of tokens (words with whole_word) in SpanBERT's
+                 │        contiguous spans, their lengths from a truncated geometric law
                  └ never an id that stands for no text: pad, bos, eos, unk, <mask>
     replace: `mask_token_prob` → <mask>, `random_token_prob` → a random real token, else kept
              (BERT's 80/10/10: the model cannot learn that only <mask> positions matter)
