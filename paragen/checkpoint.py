@@ -80,20 +80,31 @@ def assign_weights(model: nn.Module, state: Dict[str, torch.Tensor], source: str
     bare.load_state_dict(state, strict=True)
 
 
-def load_matching_weights(model: nn.Module, path: str) -> Tuple[List[str], List[str]]:
-    """Copy every parameter of the checkpoint whose name and shape match; return (loaded, kept).
+def load_matching_weights(model: nn.Module, path: str
+                          ) -> Tuple[List[str], List[str], List[str]]:
+    """Copy every parameter of the checkpoint whose name the model has; return (loaded, fresh:
+    the model's tensors the checkpoint lacks, unused: the checkpoint's the model lacks).
 
     Why: a NAT student starts much better from its AR teacher's encoder, embeddings and
-    decoder layers (same names and shapes) than from random weights; the parts the teacher
-    lacks (GLAT's length classifier) keep their fresh initialization.
+    decoder layers (same names and shapes) than from random weights, and a classifier from a
+    masked LM's encoder; the parts the source lacks (GLAT's length classifier, the
+    classifier's head) keep their fresh initialization. A tensor with the model's name but
+    another shape is an error, not a skip: it means another vocabulary or architecture, and
+    skipping it would train, say, pre-trained layers over random token embeddings.
     """
     source = {k.removeprefix("module."): v for k, v in load_checkpoint(path)["model"].items()}
     target = getattr(model, "module", model).state_dict()
-    matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    resized = [f"{k} {tuple(source[k].shape)} there, {tuple(v.shape)} here"
+               for k, v in target.items() if k in source and source[k].shape != v.shape]
+    if resized:
+        raise DataError(f"{path}: {len(resized)} tensor(s) have this model's names but other "
+                        f"shapes ({'; '.join(resized[:3])}): another vocabulary (use the "
+                        f"tokenizer that checkpoint was trained with) or another architecture")
+    matching = {k: v for k, v in source.items() if k in target}
     if not matching:
         raise DataError(f"{path}: no parameter matches the model by name and shape")
     getattr(model, "module", model).load_state_dict(matching, strict=False)
-    return sorted(matching), sorted(set(target) - set(matching))
+    return sorted(matching), sorted(set(target) - set(matching)), sorted(set(source) - set(target))
 
 
 def average_states(paths: List[str]) -> Dict[str, torch.Tensor]:

@@ -3,6 +3,8 @@
 `--column sentence` learns from one column of TSV files with a header (GLUE's train.tsv)
 instead of whole lines; `--squad train` from the contexts and questions of SQuAD v1.1 JSON
 files (the train split of `SquadDataset`, so no test paragraph shapes the vocabulary).
+`--mask-token` adds `<mask>` (id 4) for masked-LM pre-training (`MaskedLMTask`); a model
+meant to be fine-tuned later must be the pre-training one.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--squad", choices=("all", "train", "test"),
                         help="the inputs are SQuAD v1.1 JSON files: learn from the contexts and "
                              "questions of this split (SquadDataset's split rule)")
+    parser.add_argument("--mask-token", action="store_true",
+                        help="add <mask> (id 4), which masked-LM pre-training needs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,5 +66,6 @@ def _learn_from_cells(args: argparse.Namespace, cells) -> int:
 def _learn(args: argparse.Namespace, inputs) -> None:
     model = SentencePieceTokenizer.learn(inputs, args.output, vocab_size=args.vocab_size,
                                          model_type=args.model_type,
-                                         character_coverage=args.character_coverage)
+                                         character_coverage=args.character_coverage,
+                                         mask_token=args.mask_token)
     print(f"wrote {model}")

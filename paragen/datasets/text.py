@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any, BinaryIO, Dict, Iterator, List, Literal, Optional
+from typing import Any, BinaryIO, Dict, Iterator, List, Literal, Optional, Union
 
 from paragen.errors import DataError
 from paragen.registry import register_dataset
@@ -107,17 +107,24 @@ def _apply_empty_policy(empty: List[int], policy: str, where: List[str], total: 
 
 @register_dataset
 class TextDataset(Sequence):
-    """One string per line of a monolingual file (e.g. text to translate)."""
+    """One string per line of a monolingual file (e.g. text to translate), or of several files
+    one after the other (a pre-training corpus gathered from several sources)."""
 
-    def __init__(self, path: str, empty_lines: EmptyPolicy = "keep",
+    def __init__(self, path: Union[str, List[str]], empty_lines: EmptyPolicy = "keep",
                  max_samples: Optional[int] = None) -> None:
-        lines = read_lines(path)
-        empty = _empty_indices(lines)
-        keep = _apply_empty_policy(empty, empty_lines, [path] * len(empty), len(lines))
-        if len(keep) != len(lines):
-            lines = [lines[i] for i in keep]
+        paths = [path] if isinstance(path, str) else list(path)
+        if not paths:
+            raise DataError("TextDataset: `path` names no file")
+        lines: List[str] = []
+        self.num_empty = 0
+        for file in paths:
+            file_lines = read_lines(file)
+            empty = _empty_indices(file_lines)
+            keep = _apply_empty_policy(empty, empty_lines, [file] * len(empty), len(file_lines))
+            lines.extend(file_lines if len(keep) == len(file_lines)
+                         else [file_lines[i] for i in keep])
+            self.num_empty += len(empty)
         self.path = path
-        self.num_empty = len(empty)
         self._lines = lines[:max_samples] if max_samples is not None else lines
 
     def __len__(self) -> int:

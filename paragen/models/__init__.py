@@ -2,7 +2,8 @@
 from paragen.models.classifier import SequenceClassifier
 from paragen.models.exported import ExportedModel
 from paragen.models.glat import GLAT
+from paragen.models.masked_lm import MaskedLM
 from paragen.models.seq2seq import Seq2Seq
 from paragen.models.span import SpanExtractor
 
-__all__ = ["ExportedModel", "GLAT", "Seq2Seq", "SequenceClassifier", "SpanExtractor"]
+__all__ = ["ExportedModel", "GLAT", "MaskedLM", "Seq2Seq", "SequenceClassifier", "SpanExtractor"]

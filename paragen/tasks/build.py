@@ -35,6 +35,7 @@ from paragen.model_folder import open_model_folder
 from paragen.registry import build, check_config, lookup
 # Importing the tasks registers them.
 from paragen.tasks.classification import SequenceClassificationTask  # noqa: F401
+from paragen.tasks.masked_lm import MaskedLMTask  # noqa: F401
 from paragen.tasks.qa import ExtractiveQATask  # noqa: F401
 from paragen.tasks.regression import SequenceRegressionTask  # noqa: F401
 from paragen.tasks.translation import TranslationTask  # noqa: F401

@@ -1,14 +1,17 @@
 """What every task does the same way: place the model, make the model folder self-contained,
-build a split's loader, build the training parts, report scores. Shared by translation, the
-sentence tasks and extractive QA."""
+build a split's loader, pack a split's rows and gather batches from them, build the training
+parts, report scores. Shared by translation, the sentence tasks, extractive QA and masked-LM
+pre-training."""
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import torch
 from torch import nn
 
 from paragen.errors import ConfigError, DataError
@@ -122,6 +125,23 @@ def build_training(task, default_criterion: Dict[str, Any], metric: str) -> None
     task.config["task"]["trainer"]["assess_by"] = trainer["assess_by"]
     task.trainer = build("trainer", trainer, "task.trainer", env=task.env)
     make_self_contained(task.trainer.save_dir, task.config, task.base_dir)
+
+
+def pack_rows(rows: List[List[int]]) -> Dict[str, torch.Tensor]:
+    """Rows of ids as one flat tensor with offsets and lengths: a split of 100k rows is three
+    tensors, not 100k lists, and a batch is gathered from it in one indexing operation."""
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
+    flat = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=torch.long)
+    return {"flat": flat, "offsets": lengths.cumsum(0) - lengths, "lengths": lengths}
+
+
+def gather_rows(packed: Dict[str, torch.Tensor], ids: torch.Tensor, pad_id: int
+                ) -> torch.Tensor:
+    """(B,S) ids of rows `ids` of a `pack_rows` split, padded with `pad_id` to the longest."""
+    lengths = packed["lengths"][ids]
+    positions = torch.arange(int(lengths.max()))
+    gather = (packed["offsets"][ids, None] + positions).clamp_max(len(packed["flat"]) - 1)
+    return packed["flat"][gather].masked_fill(positions >= lengths[:, None], pad_id)
 
 
 def run_task(task) -> Dict[str, Any]:

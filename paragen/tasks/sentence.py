@@ -16,7 +16,6 @@ Subclasses say what a target is: `SequenceClassificationTask`, `SequenceRegressi
 """
 from __future__ import annotations
 
-import itertools
 import logging
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
@@ -25,8 +24,8 @@ import torch
 from paragen.errors import ConfigError, InputError
 from paragen.interfaces import ColumnDataset
 from paragen.registry import build
-from paragen.tasks.common import (build_loader, build_training, check_splits, place_model,
-                                  report_scores, run_task)
+from paragen.tasks.common import (build_loader, build_training, check_splits, gather_rows,
+                                  pack_rows, place_model, report_scores, run_task)
 from paragen.tokenizers import build_tokenizers
 
 logger = logging.getLogger("paragen")
@@ -140,21 +139,16 @@ class SentencePredictionTask:
         if truncated:
             logger.warning("%s: %d row(s) longer than max_length %d tokens were truncated",
                            split, truncated, self.max_length)
-        lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
-        flat = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=torch.long)
-        return {"flat": flat, "offsets": lengths.cumsum(0) - lengths, "lengths": lengths,
-                "first": first}
+        return {**pack_rows(rows), "first": first}
 
     def collate(self, indices: List[int], split: Dict[str, Any]) -> Dict[str, Any]:
         """Padded (B,S) ids gathered from the flat tensor in one indexing operation."""
         ids = torch.tensor(indices, dtype=torch.long)
-        lengths = split["lengths"][ids]
-        positions = torch.arange(int(lengths.max()))
-        inside = positions < lengths[:, None]
-        gather = (split["offsets"][ids, None] + positions).clamp_max(len(split["flat"]) - 1)
         batch = {"ids": ids, "ntokens": len(indices),
-                 "src": split["flat"][gather].masked_fill(~inside, self.tokenizer.pad_id)}
+                 "src": gather_rows(split, ids, self.tokenizer.pad_id)}
         if self.segmented:
+            positions = torch.arange(batch["src"].size(1))
+            inside = positions < split["lengths"][ids, None]
             batch["segments"] = (positions >= split["first"][ids, None]).long() * inside
         if split.get("targets") is not None:
             batch["target"] = split["targets"][ids]

@@ -1,14 +1,16 @@
 """SentencePiece subword tokenizer with fixed special ids (pad=0, unk=1, bos=2, eos=3).
 
 Fixing the special ids lets models and collate functions use them without asking the tokenizer,
-and makes every model trained by `learn` interchangeable at that level.
+and makes every model trained by `learn` interchangeable at that level. A model learnt with
+`mask_token=True` also has `<mask>` (id 4), the symbol masked-LM pre-training puts in place of
+hidden tokens; one vocabulary then serves pre-training and fine-tuning.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import sentencepiece as spm
@@ -17,6 +19,7 @@ from paragen.errors import ConfigError, DataError
 from paragen.registry import register_tokenizer
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+MASK_PIECE = "<mask>"
 
 
 def _as_list(ids: Iterable[int]) -> List[int]:
@@ -70,6 +73,23 @@ class SentencePieceTokenizer:
     @property
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
+
+    @property
+    def mask_id(self) -> Optional[int]:
+        """The id of `<mask>`, or None for a model learnt without it."""
+        piece = self._sp.piece_to_id(MASK_PIECE)  # unk's id when there is no such piece
+        return None if piece == self._sp.unk_id() else piece
+
+    @property
+    def pieces(self) -> List[str]:
+        """Every piece, in id order: `▁` starts a word, which whole-word masking needs."""
+        return [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
+
+    @property
+    def special_ids(self) -> List[int]:
+        """Ids that stand for no text: control symbols (pad, bos, eos), unk and `<mask>`."""
+        return [i for i in range(self.vocab_size) if self._sp.is_control(i)
+                or self._sp.is_unknown(i) or i == self.mask_id]
 
     def encode(self, text: str) -> List[int]:
         """Subword ids without bos/eos: the task decides where those go."""
@@ -126,12 +146,13 @@ class SentencePieceTokenizer:
     @staticmethod
     def learn(inputs: List[str], model_prefix: str, vocab_size: int = 8000,
               model_type: str = "unigram", character_coverage: float = 1.0,
-              input_sentence_size: int = 0, threads: int = 2) -> str:
+              input_sentence_size: int = 0, threads: int = 2, mask_token: bool = False) -> str:
         """Train a model on the text files `inputs`; return the path of `<model_prefix>.model`.
 
         Training writes to a temporary prefix beside the target and renames both files at the
         end, so an interrupted run never leaves a truncated model that a later run would load.
         `input_sentence_size=0` trains on every line; a positive value samples that many.
+        `mask_token` adds `<mask>` as a user-defined symbol (id 4), for masked-LM pre-training.
         """
         missing = [path for path in inputs if not os.path.isfile(path)]
         if missing:
@@ -147,7 +168,7 @@ class SentencePieceTokenizer:
                 model_type=model_type, character_coverage=character_coverage,
                 input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
                 num_threads=threads, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-                minloglevel=2)
+                user_defined_symbols=[MASK_PIECE] if mask_token else [], minloglevel=2)
         except RuntimeError as err:  # e.g. vocab_size larger than the data allows
             raise DataError(f"SentencePiece training on {', '.join(inputs)} failed: {err}") from None
         else:

@@ -167,9 +167,10 @@ class Trainer:
                         f"save_dir, or set task.trainer.overwrite: true to replace them")
                 clear_run(self.save_dir)
         if self.init_from and not resuming:
-            loaded, kept = load_matching_weights(task.model, self.init_from)
-            logger.info("initialized %d tensors from %s; %d keep their fresh init: %s",
-                        len(loaded), self.init_from, len(kept), ", ".join(kept[:5]))
+            loaded, fresh, unused = load_matching_weights(task.model, self.init_from)
+            logger.info("initialized from %s: %s; fresh: %s; not used from it: %s",
+                        self.init_from, _by_module(loaded), _by_module(fresh) or "nothing",
+                        _by_module(unused) or "nothing")
         self._build_optimization(task.model)
         self.network = task.model  # what the criterion calls: DDP's wrapper when distributed
         if self.env.world_size > 1:
@@ -244,10 +245,9 @@ class Trainer:
             updates = self._rank_local_updates(batches) if self.rank_local else \
                 _chunks(batches, self.update_freq * self.env.world_size)
             epoch_had_updates = self.batch_in_epoch > 0
-            for update in updates:
+            for update in self._recording_rng(updates):
                 epoch_had_updates = True
                 started = time.perf_counter()
-                self._rng_before_update = rng_state()
                 logs = self._update(task, update)
                 elapsed = time.perf_counter() - started
                 self.train_seconds += elapsed
@@ -355,6 +355,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return totals
 
+    def _recording_rng(self, updates: Iterator[List]) -> Iterator[List]:
+        """`updates`, each recorded with the random state from before its batches were drawn:
+        drawing may use it (masked-LM masks), so an update that fails, saved with that
+        state, is repeated exactly, masks included, when the run resumes."""
+        updates = iter(updates)
+        while True:
+            state = rng_state()
+            update = next(updates, None)
+            if update is None:
+                return
+            self._rng_before_update = state
+            yield update
+
     def _rank_local_updates(self, batches: Iterator) -> Iterator[List]:
         """Updates of up to update_freq batches of this rank's own stream, until every rank's
         stream has ended: a rank that ran out first gets empty updates (zero-weight passes)."""
@@ -445,6 +458,15 @@ class Trainer:
                        if name.startswith("checkpoint_") and name.endswith(".pt"))
         for step in steps[:-self.keep_last] if self.keep_last > 0 else []:
             os.remove(os.path.join(self.save_dir, f"checkpoint_{step}.pt"))
+
+
+def _by_module(names: List[str]) -> str:
+    """`encoder (68 tensors), head (4 tensors)`: what init_from loaded, by top-level module."""
+    counts: Dict[str, int] = {}
+    for name in names:
+        counts[name.split(".")[0]] = counts.get(name.split(".")[0], 0) + 1
+    return ", ".join(f"{module} ({count} tensor{'s' * (count > 1)})"
+                     for module, count in counts.items())
 
 
 def _chunks(iterator: Iterator, size: int) -> Iterator[List]:
