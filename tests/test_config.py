@@ -1,4 +1,5 @@
 """Registry, config loading, overrides and type checks."""
+from pathlib import Path
 from typing import List, Optional
 
 import pytest
@@ -7,7 +8,9 @@ import yaml
 import paragen.tasks  # noqa: F401  (imports, and so registers, every built-in class)
 from paragen.config import apply_overrides, load_config, parse_overrides
 from paragen.errors import ConfigError
-from paragen.registry import build, coerce, register_metric, registered
+from paragen.registry import build, check_config, coerce, register_metric, registered
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_every_kind_has_builtin_classes():
@@ -114,3 +117,12 @@ def test_union_and_literal_types_read_plainly_in_errors():
                                           r"int or 'auto', got 'budget'"):
         build("lr_scheduler", {"class": "Polynomial", "total_steps": "budget"},
               "task.trainer.lr_scheduler")
+
+
+@pytest.mark.parametrize("recipe", sorted(str(p.relative_to(REPO))
+                                          for p in (REPO / "examples").rglob("*.yaml")))
+def test_every_recipe_names_registered_classes_and_keys_they_take(recipe):
+    """A recipe whose class was renamed or whose key was dropped fails here, not at a user's
+    first `paragen train`."""
+    config = load_config(str(REPO / recipe))
+    check_config(config["task"], "task", "task")
