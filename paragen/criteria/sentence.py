@@ -30,9 +30,13 @@ class ClassificationCrossEntropy(nn.Module):
             raise ValueError(f"epsilon must be in [0, 1), got {epsilon}")
         self.epsilon = epsilon
 
+    def logits(self, model: nn.Module, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, classes) scores, one row per `batch["target"]` entry."""
+        return sentence_outputs(model, batch)
+
     def forward(self, model: nn.Module, batch: Dict[str, torch.Tensor]
                 ) -> Tuple[torch.Tensor, Dict[str, float]]:
-        logits = sentence_outputs(model, batch)
+        logits = self.logits(model, batch)
         loss_sum, nll_sum = label_smoothed_nll(logits, batch["target"], self.epsilon)
         count = int(batch["ntokens"])
         return loss_sum / count, {"loss": loss_sum.item(), "nll_loss": nll_sum.item(),
