@@ -125,13 +125,26 @@ class TokenTypeEncoder(Protocol):
 
 @runtime_checkable
 class StepDecoder(Protocol):
-    """An AR decoder a search can drive one token at a time over a key/value cache."""
+    """An AR decoder a search can drive one token at a time over a key/value cache.
 
-    max_positions: int
+    `max_positions`: the size of its position table (outputs are clamped to fit), None for a
+    decoder without one (relative positions)."""
+
+    max_positions: Optional[int]
 
     def init_cache(self) -> List[dict]: ...
 
     def reorder_cache(self, cache: List[dict], order: torch.Tensor) -> None: ...
+
+
+@runtime_checkable
+class FixedSpecialIds(Protocol):
+    """An AR model pretrained around fixed ids (a Hugging Face seq2seq model: its decoder
+    start token and eos). `special_ids` maps `bos_id`/`eos_id` to them; the generator refuses
+    a target tokenizer that gives other ids, which would train and decode the model from a
+    start token it was never trained on."""
+
+    special_ids: Dict[str, int]
 
 
 # ---------------------------------------------------------------- training

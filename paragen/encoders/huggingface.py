@@ -33,22 +33,24 @@ from paragen.registry import register_encoder
 _NOT_ARCHITECTURE = ("_name_or_path", "transformers_version")
 
 
-def hf_architecture(pretrained: Optional[str], hf_config: Optional[Dict[str, Any]]):
+def hf_architecture(pretrained: Optional[str], hf_config: Optional[Dict[str, Any]],
+                    needed_by: str = "HuggingFaceEncoder"):
     """The Hugging Face config: `pretrained`'s config.json with `hf_config` changes applied,
-    else `hf_config` alone (it must name a `model_type`)."""
-    transformers = import_extra("transformers", "hf", "HuggingFaceEncoder")
+    else `hf_config` alone (it must name a `model_type`). `needed_by` names the component in
+    messages."""
+    transformers = import_extra("transformers", "hf", needed_by)
     settings = dict(hf_config or {})
     if not pretrained:
         model_type = settings.pop("model_type", None)
         if not model_type:
             raise ValueError("give `pretrained` (a local folder written by save_pretrained) or "
-                             "`hf_config` with a `model_type` (bert, roberta ...)")
+                             "`hf_config` with a `model_type` (bert, roberta, bart, t5 ...)")
         try:
             return transformers.AutoConfig.for_model(model_type, **settings)
         except ValueError as err:
             raise ValueError(f"hf_config.model_type: {str(err).splitlines()[0][:200]}") from None
     if not os.path.isdir(pretrained):
-        raise DataError(f"{pretrained}: no such folder; HuggingFaceEncoder needs a local folder "
+        raise DataError(f"{pretrained}: no such folder; {needed_by} needs a local folder "
                         f"written by save_pretrained (nothing is downloaded)")
     try:
         config, unused = transformers.AutoConfig.from_pretrained(
@@ -62,6 +64,45 @@ def hf_architecture(pretrained: Optional[str], hf_config: Optional[Dict[str, Any
     return config
 
 
+def hf_network(auto_class: str, pretrained: Optional[str], config, needed_by: str) -> nn.Module:
+    """`transformers.<auto_class>` with `pretrained`'s weights, or randomly initialised from
+    `config` without it; always in fp32 (a folder saved in half precision still trains in
+    fp32)."""
+    transformers = import_extra("transformers", "hf", needed_by)
+    factory = getattr(transformers, auto_class)
+    if not pretrained:
+        return factory.from_config(config).float()
+    try:
+        return factory.from_pretrained(pretrained, config=config, local_files_only=True).float()
+    except (OSError, ValueError) as err:
+        raise DataError(f"{pretrained}: cannot load the model weights "
+                        f"({(str(err).splitlines() or [''])[0][:200]})") from None
+
+
+def architecture_to_store(entry: Dict[str, Any], needed_by: str) -> Dict[str, Any]:
+    """The config entry a model folder stores: `pretrained` replaced by the whole
+    architecture it holds (changes applied), so loading needs neither that folder nor its
+    weights. Plain values only, so checkpoints still load with `weights_only=True`."""
+    if not entry.get("pretrained"):
+        return entry
+    config = hf_architecture(entry["pretrained"], entry.get("hf_config"), needed_by)
+    stored = {key: value for key, value in entry.items() if key != "pretrained"}
+    stored["hf_config"] = {key: value for key, value in config.to_dict().items()
+                           if key not in _NOT_ARCHITECTURE}
+    return stored
+
+
+def check_tokenizer_fits(config, vocab_size: int, pad_id: int) -> None:
+    """The tokenizer's ids must be ones the model embeds, and its padding the model's."""
+    if vocab_size > config.vocab_size:
+        raise ValueError(f"the tokenizer has {vocab_size} ids but the model embeds "
+                         f"{config.vocab_size}: use the tokenizer saved with this model")
+    model_pad = getattr(config, "pad_token_id", None)
+    if model_pad is not None and model_pad != pad_id:
+        raise ValueError(f"the tokenizer pads with id {pad_id}, the model with "
+                         f"{model_pad}: use the tokenizer saved with this model")
+
+
 @register_encoder
 class HuggingFaceEncoder(nn.Module):
     """`d_model`, when a parent passes one, must equal the model's hidden size: the width
@@ -71,18 +112,8 @@ class HuggingFaceEncoder(nn.Module):
                  hf_config: Optional[Dict[str, Any]] = None, d_model: Optional[int] = None, *,
                  vocab_size: int, pad_id: int):
         super().__init__()
-        transformers = import_extra("transformers", "hf", "HuggingFaceEncoder")
         config = hf_architecture(pretrained, hf_config)
-        if pretrained:
-            try:
-                self.model = transformers.AutoModel.from_pretrained(pretrained, config=config,
-                                                                    local_files_only=True)
-            except (OSError, ValueError) as err:
-                raise DataError(f"{pretrained}: cannot load the model weights "
-                                f"({(str(err).splitlines() or [''])[0][:200]})") from None
-        else:
-            self.model = transformers.AutoModel.from_config(config)
-        self.model.float()  # a folder saved in half precision still trains in fp32
+        self.model = hf_network("AutoModel", pretrained, config, "HuggingFaceEncoder")
         if isinstance(getattr(self.model, "pooler", None), nn.Module):
             self.model.pooler = None
         self.d_model, self.pad_id = int(config.hidden_size), pad_id
@@ -90,13 +121,7 @@ class HuggingFaceEncoder(nn.Module):
             raise ValueError(f"d_model {d_model} differs from the hidden size {self.d_model} of "
                              f"the Hugging Face model; set the model's d_model to "
                              f"{self.d_model} or auto")
-        if vocab_size > config.vocab_size:
-            raise ValueError(f"the tokenizer has {vocab_size} ids but the model embeds "
-                             f"{config.vocab_size}: use the tokenizer saved with this model")
-        model_pad = getattr(config, "pad_token_id", None)
-        if model_pad is not None and model_pad != pad_id:
-            raise ValueError(f"the tokenizer pads with id {pad_id}, the model with "
-                             f"{model_pad}: use the tokenizer saved with this model")
+        check_tokenizer_fits(config, vocab_size, pad_id)
         # Segment (token type) embeddings of its own: a sentence-pair model passes segment
         # ids as `token_types` rather than adding vectors (interfaces.TokenTypeEncoder).
         self.num_token_types = int(getattr(config, "type_vocab_size", 0) or 0)
@@ -115,16 +140,8 @@ class HuggingFaceEncoder(nn.Module):
 
     @staticmethod
     def config_to_store(entry: Dict[str, Any]) -> Dict[str, Any]:
-        """The config entry a model folder stores: `pretrained` replaced by the whole
-        architecture it holds (changes applied), so loading needs neither that folder nor its
-        weights. Plain values only, so checkpoints still load with `weights_only=True`."""
-        if not entry.get("pretrained"):
-            return entry
-        config = hf_architecture(entry["pretrained"], entry.get("hf_config"))
-        stored = {key: value for key, value in entry.items() if key != "pretrained"}
-        stored["hf_config"] = {key: value for key, value in config.to_dict().items()
-                               if key not in _NOT_ARCHITECTURE}
-        return stored
+        """What a model folder stores of this entry (`architecture_to_store`)."""
+        return architecture_to_store(entry, "HuggingFaceEncoder")
 
     def forward(self, src: torch.Tensor, added: Optional[torch.Tensor] = None,
                 token_types: Optional[torch.Tensor] = None

@@ -2,8 +2,10 @@
 from paragen.models.classifier import SequenceClassifier
 from paragen.models.exported import ExportedModel
 from paragen.models.glat import GLAT
+from paragen.models.huggingface import HuggingFaceSeq2Seq
 from paragen.models.masked_lm import MaskedLM
 from paragen.models.seq2seq import Seq2Seq
 from paragen.models.span import SpanExtractor
 
-__all__ = ["ExportedModel", "GLAT", "MaskedLM", "Seq2Seq", "SequenceClassifier", "SpanExtractor"]
+__all__ = ["ExportedModel", "GLAT", "HuggingFaceSeq2Seq", "MaskedLM", "Seq2Seq",
+           "SequenceClassifier", "SpanExtractor"]

@@ -34,8 +34,11 @@ def select_rows(cache: Cache, index: torch.Tensor) -> None:
 
 
 def decoder_max_positions(decoder: nn.Module) -> Optional[int]:
-    """The decoder's position table size (`StepDecoder.max_positions`): lengths fit in it."""
-    return int(decoder.max_positions) if isinstance(decoder, StepDecoder) else None
+    """The decoder's position table size (`StepDecoder.max_positions`): lengths fit in it.
+    None: no table to fit (relative positions, as T5's)."""
+    if not isinstance(decoder, StepDecoder) or decoder.max_positions is None:
+        return None
+    return int(decoder.max_positions)
 
 
 class Search(nn.Module):

@@ -4,15 +4,17 @@ contract, so a pretrained encoder sees exactly the ids it was trained on (option
 
 bos/eos are the model's own sentence markers: BERT's [CLS]/[SEP], RoBERTa's <s>/</s>. The
 sentence tasks build `[bos] a [eos]` and `[bos] a [eos] b [eos]`, which is then the model's
-native input: `[CLS] a [SEP] b [SEP]` for BERT. Nothing is ever fetched from a model hub: the
-folder must exist, and `local_files_only` stops transformers from looking elsewhere.
+native input: `[CLS] a [SEP] b [SEP]` for BERT. A seq2seq model's decoder starts from a token
+of its own instead (its `decoder_start_token_id`: BART's </s>, T5's and Marian's <pad>), which
+translation puts where bos goes: `bos: </s>` names it. Nothing is ever fetched from a model
+hub: the folder must exist, and `local_files_only` stops transformers from looking elsewhere.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 from paragen.env import import_extra
 from paragen.errors import ConfigError, DataError
@@ -39,19 +41,26 @@ def load_hf_tokenizer(folder: str):
 
 @register_tokenizer
 class HuggingFaceTokenizer:
-    """`model`: the folder holding the tokenizer files (tokenizer.json, vocab.txt, ...)."""
+    """`model`: the folder holding the tokenizer files (tokenizer.json, vocab.txt, ...).
+    `bos`: the token that starts a sequence, when not the tokenizer's cls (else bos) token."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, bos: Optional[str] = None) -> None:
         self.model = model
         self._tokenizer = load_hf_tokenizer(model)
         tok = self._tokenizer
-        self._bos = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        if bos is not None:
+            self._bos = tok.convert_tokens_to_ids(bos)
+            if self._bos is None or self._bos == tok.unk_token_id and bos != tok.unk_token:
+                raise ValueError(f"bos: {bos!r} is not a token of the tokenizer in {model}")
+        else:
+            self._bos = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
         self._eos = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
         missing = [name for name, value in (("pad", tok.pad_token_id), ("cls or bos", self._bos),
                                             ("sep or eos", self._eos)) if value is None]
         if missing:
             raise ConfigError(f"{model}: the tokenizer has no {' and no '.join(missing)} token; "
-                              f"the sentence tasks need pad and sentence-boundary tokens")
+                              f"the tasks need pad and sentence-boundary tokens (name the "
+                              f"starting one with `bos`)")
 
     @staticmethod
     def copy_model(source: str, target: str) -> None:
