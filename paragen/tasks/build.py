@@ -38,6 +38,7 @@ from paragen.tasks.classification import SequenceClassificationTask  # noqa: F40
 from paragen.tasks.masked_lm import MaskedLMTask  # noqa: F401
 from paragen.tasks.qa import ExtractiveQATask  # noqa: F401
 from paragen.tasks.regression import SequenceRegressionTask  # noqa: F401
+from paragen.tasks.seq2seq import Seq2SeqTask  # noqa: F401
 from paragen.tasks.translation import TranslationTask  # noqa: F401
 
 logger = logging.getLogger("paragen")
