@@ -1,13 +1,14 @@
-"""`paragen prepare-data --dataset multi30k|scitldr --output DIR [--download | --source DIR]`.
+"""`paragen prepare-data --dataset multi30k|scitldr --output DIR [--download|--source DIR]`.
 
 Puts a dataset's files, under the names configs expect, into one folder: either copied from a
 local folder (the default: `$PARAGEN_DATA/<dataset>`, else `../shared/data/<dataset>`) or
 downloaded (Multi30k only). SciTLDR's JSON lines are copied, and beside each split
 `<split>.source` is written: each paper's source sentences joined by a space, one paper per
 line, exactly as `Seq2SeqTask` (`join: " "`) reads them, for the verbs that read one source
-text per line (`generate`, `distill`, `bench`). Downloads are checked against sha256 hashes of the decompressed files, so a changed
-or corrupted upstream file is an error instead of a silently different benchmark. Every file is
-written to a temporary name and renamed, so an interrupted run never leaves a partial file.
+text per line (`generate`, `distill`, `bench`). Downloads are checked against sha256 hashes of
+the decompressed files, so a changed or corrupted upstream file is an error instead of a
+silently different benchmark. Every file is written to a temporary name and renamed, so an
+interrupted run never leaves a partial file.
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_source(dataset: str) -> str:
+def default_source(dataset: str = "multi30k") -> str:
     """Resolved at run time so that $PARAGEN_DATA set after import is honoured."""
     root = os.environ.get("PARAGEN_DATA", os.path.join("..", "shared", "data"))
     return os.path.join(root, dataset)

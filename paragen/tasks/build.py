@@ -97,8 +97,8 @@ def load_trained_task(model: str, mode: str, overrides: List[str] = (),
                           f"tasks that have {', '.join(missing)} "
                           f"(paragen.interfaces.{needs.__name__})")
     if search is not None and not hasattr(task_class, "translate"):
-        raise ConfigError(f"--beam applies to translation models; {model} holds a "
-                          f"{task_class.__name__}")
+        raise ConfigError(f"--beam applies to translation models (any Seq2SeqTask); {model} "
+                          f"holds a {task_class.__name__}")
     if inputs is not None:
         data = task_class.input_data(task_cfg, **inputs)
     if folder.exported:

@@ -74,8 +74,8 @@ class Seq2SeqTask:
                  base_dir: str = "."):
         for key, value in (("max_source", max_source_length), ("max_target", max_target_length)):
             if value < 2:
-                raise ConfigError(f"task.{self.config_keys[key]}: must be ≥ 2 (a token and eos), got "
-                                  f"{value}")
+                raise ConfigError(f"task.{self.config_keys[key]}: must be ≥ 2 (a token and "
+                                  f"eos), got {value}")
         self.src, self.tgt = source_field, target_field
         self.src_steps = parse_field_path(source_field, f"task.{self.config_keys['source']}")
         self.tgt_steps = parse_field_path(target_field, f"task.{self.config_keys['target']}")
@@ -171,9 +171,9 @@ class Seq2SeqTask:
             try:
                 sources, targets = dataset.lines(self.src), dataset.lines(self.tgt)
             except KeyError as err:
+                keys = f"task.{self.config_keys['source']}, task.{self.config_keys['target']}"
                 raise ConfigError(f"task.data.{name}: no {err} side in this split; it needs "
-                                  f"'{self.src}' and '{self.tgt}' (task.{self.config_keys['source']}, "
-                                  f"task.{self.config_keys['target']})") from None
+                                  f"'{self.src}' and '{self.tgt}' ({keys})") from None
             return {"sources": sources, "references": [[text] for text in targets]}
         location = getattr(dataset, "location", None) or (
             lambda i: f"task.data.{name}, row {i + 1}")
@@ -240,8 +240,8 @@ class Seq2SeqTask:
         for array, key in ((src, "max_source"), (tgt, "max_target")):
             limit = getattr(self, f"{key}_length") - 1
             if array.lengths.max(initial=0) > limit:
-                raise ConfigError(f"task.{self.config_keys[key]}: binarized data has sentences longer "
-                                  f"than {limit} tokens; raise it or filter the corpus "
+                raise ConfigError(f"task.{self.config_keys[key]}: binarized data has sentences "
+                                  f"longer than {limit} tokens; raise it or filter the corpus "
                                   f"(paragen clean)")
         eos, bos = self.src_tokenizer.eos_id, self.tgt_tokenizer.bos_id
         return {"src": WrappedIds(src, [], [eos]),
