@@ -42,6 +42,7 @@ from paragen.datasets.binarized import WrappedIds
 from paragen.errors import ConfigError
 from paragen.evaluators import generate_in_order
 from paragen.interfaces import ColumnDataset, StreamingDataset, TokenArrayDataset
+from paragen.metrics.text import Reference
 from paragen.registry import build, lookup, register_task
 from paragen.tasks.common import (build_loader, check_splits, make_self_contained,
                                   place_model, report_scores, run_task)
@@ -137,20 +138,19 @@ class Seq2SeqTask:
         rows = self.read_split(name, cfg)
         if "references" not in rows:  # streamed or binarized: encoded as it is read
             return rows
-        references = rows["references"]
+        sources, references = rows["sources"], rows["references"]
         if name == "train":
-            sources, targets = self.training_pairs(rows["sources"], references)
-            scored: Sequence[Any] = targets
+            sources, targets = self.training_pairs(sources, references)
+            scored: Sequence[Reference] = targets
         else:
-            sources, targets = rows["sources"], [texts[0] for texts in references]
-            single = all(len(texts) == 1 for texts in references)
-            scored = targets if single else references
+            targets, scored = [_first(texts) for texts in references], references
         return {"sources": sources, "targets": scored,
                 **self.encode(sources, targets, split=name)}
 
     def read_split(self, name: str, cfg: Dict[str, Any]) -> Dict[str, Any]:
-        """`{"sources": [text per row], "references": [[text, ...] per row]}`; a streamed
-        split is `{"streaming": dataset}`, a binarized one its encoded ids."""
+        """`{"sources": [text per row], "references": [reference(s) per row]}`, a row's
+        reference being a text or a list of alternative texts; a streamed split is
+        `{"streaming": dataset}`, a binarized one its encoded ids."""
         dataset = build("dataset", cfg, f"task.data.{name}")
         plain = is_plain_name(self.src_steps) and is_plain_name(self.tgt_steps)
         if isinstance(dataset, StreamingDataset) and dataset.streaming:  # read lazily
@@ -174,7 +174,7 @@ class Seq2SeqTask:
                 keys = f"task.{self.config_keys['source']}, task.{self.config_keys['target']}"
                 raise ConfigError(f"task.data.{name}: no {err} side in this split; it needs "
                                   f"'{self.src}' and '{self.tgt}' ({keys})") from None
-            return {"sources": sources, "references": [[text] for text in targets]}
+            return {"sources": sources, "references": targets}
         location = getattr(dataset, "location", None) or (
             lambda i: f"task.data.{name}, row {i + 1}")
         return {"sources": field_texts(dataset, self.src, self.src_steps, self.join, location),
@@ -186,12 +186,16 @@ class Seq2SeqTask:
                               f"sides, not JSON; the field paths '{self.src}' and '{self.tgt}' "
                               f"need JsonlDataset")
 
-    def training_pairs(self, sources: List[str], references: List[List[str]]
+    def training_pairs(self, sources: List[str], references: Sequence[Reference]
                        ) -> Tuple[List[str], List[str]]:
-        """(source, target) pairs to learn from: one per reference, or the first reference."""
+        """(source, target) pairs to learn from: one per reference, or the first reference.
+        Rows of one text each (line-aligned files, millions of them) pass through as they are."""
+        if all(isinstance(texts, str) for texts in references):
+            return sources, list(references)
         if self.train_references == "first":
-            return list(sources), [texts[0] for texts in references]
-        pairs = [(source, text) for source, texts in zip(sources, references) for text in texts]
+            return sources, [_first(texts) for texts in references]
+        pairs = [(source, text) for source, texts in zip(sources, references)
+                 for text in ([texts] if isinstance(texts, str) else texts)]
         if len(pairs) > len(sources):
             logger.info("train: %d pairs from %d sources (one per reference; "
                         "train_references: first keeps one)", len(pairs), len(sources))
@@ -365,3 +369,8 @@ class Seq2SeqTask:
         raise ConfigError("--input and --reference go together (line-aligned text files), or "
                           "--input alone names a JSON-lines file (.jsonl) with the "
                           f"'{source}' and '{target}' fields")
+
+
+def _first(texts: Reference) -> str:
+    """A row's first reference: the one its loss is computed on."""
+    return texts if isinstance(texts, str) else texts[0]
