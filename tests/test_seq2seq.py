@@ -158,6 +158,12 @@ def test_bad_json_lines_are_one_error_naming_file_and_line(scitldr, tmp_path, ca
     assert error_line(capsys).startswith(f"error: {path}{expected}")
 
 
+def test_scitldr_is_copied_not_downloaded(tmp_path, capsys):
+    assert main(["prepare-data", "--dataset", "scitldr", "--download", "--output",
+                 str(tmp_path)]) == 2
+    assert "SciTLDR is copied from a local folder" in error_line(capsys)
+
+
 def test_field_paths_need_json_lines(scitldr, tmp_path, capsys):
     data = scitldr["data"]
     config = seq2seq_config(scitldr, tmp_path / "run", target_field="target[0]")
@@ -261,10 +267,15 @@ def test_distill_then_glat_ctc_on_a_seq2seq_task(ar_model, scitldr, tmp_path, ca
     capsys.readouterr()
     assert main(["evaluate", "--model", str(tmp_path / "glat"), "--env.threads", "1"]) == 0
     assert "valid rougeL = " in capsys.readouterr().out
-    output = tmp_path / "out.txt"
-    assert main(["generate", "--model", str(tmp_path / "glat"), "--input",
-                 str(data / "test.source"), "--output", str(output)]) == 0
-    assert len(output.read_text(encoding="utf-8").splitlines()) == 8
+    outputs = {}
+    assert main(["export", "--model", str(tmp_path / "glat"), "--format", "torchscript",
+                 "--output", str(tmp_path / "exported")]) == 0
+    for name in ("glat", "exported"):  # the graphs decode with the same capped slots
+        output = tmp_path / f"{name}.txt"
+        assert main(["generate", "--model", str(tmp_path / name), "--input",
+                     str(data / "test.source"), "--output", str(output)]) == 0
+        outputs[name] = output.read_text(encoding="utf-8").splitlines()
+    assert len(outputs["glat"]) == 8 and outputs["exported"] == outputs["glat"]
 
 
 def test_evaluate_input_needs_json_lines_or_a_reference(ar_model, scitldr, capsys):
