@@ -11,12 +11,13 @@ from conftest import shared_data_dir
 from helpers import error_line, write_config
 
 from paragen.cli import main
-from paragen.datasets import field_references, field_texts, parse_field_path
-from paragen.errors import ConfigError, DataError
+from paragen.datasets import JsonlDataset, field_references, field_texts, parse_field_path
+from paragen.errors import ConfigError
 from paragen.generators.nat import NATGenerator
+from paragen.interfaces import PieceJoiner, ServedPredictor
 from paragen.metrics import BLEU, Rouge
 from paragen.models.glat import GLAT
-from paragen.tasks.build import build_task
+from paragen.tasks.build import build_task, load_trained_task
 
 LAYER = {"num_layers": 1, "num_heads": 2, "ffn_dim": 64, "dropout": 0.0}
 ROUGE = {name: {"class": "Rouge", "variant": name} for name in ("rouge1", "rouge2", "rougeL")}
@@ -121,6 +122,8 @@ def test_training_pairs_each_reference_or_the_first(scitldr, tmp_path):
     assert decode([valid["tgt"][0][1:-1].tolist()]) == ["t1"]  # the loss: the first reference
     config["task"]["train_references"] = "first"
     assert build_task(config).splits["train"]["targets"] == ["t1", "t4"]
+    first = JsonlDataset(path, max_samples=1)
+    assert len(first) == 1 and first.location(0) == f"{path}:1"
 
 
 def test_long_sources_are_cut_to_the_budget_and_counted(scitldr, tmp_path, caplog):
@@ -246,6 +249,10 @@ def test_ar_train_evaluate_generate_with_every_reference(ar_model, scitldr, tmp_
     assert main(["generate", "--model", str(ar_model), "--input", str(data / "test.source"),
                  "--output", str(output), "--env.threads", "1"]) == 0
     assert output.read_text(encoding="utf-8").splitlines() == hypotheses
+    # served like translation, but a summary of an input's pieces is no summary of the input
+    task = load_trained_task(str(ar_model), "infer")
+    assert isinstance(task, ServedPredictor) and not isinstance(task, PieceJoiner)
+    assert task.predict(["An abstract."]) == [{"output": task.translate(["An abstract."])[0]}]
 
 
 def test_distill_then_glat_ctc_on_a_seq2seq_task(ar_model, scitldr, tmp_path, capsys):

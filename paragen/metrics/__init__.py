@@ -1,9 +1,8 @@
 """Metrics: hypotheses + references → (score, signature). Registered with `@register_metric`.
 
 Text metrics (BLEU, chrF, ROUGE) score detokenized strings against one reference or a list
-of references per hypothesis; label and correlation metrics score
-tensors of label indices or real values; SQuAD's exact match and F1 score answer strings
-against lists of gold answers.
+of references per hypothesis; label and correlation metrics score tensors of label indices
+or real values; SQuAD's exact match and F1 score answer strings against lists of gold answers.
 """
 from paragen.metrics.classification import Accuracy, MacroF1, MatthewsCorrelation
 from paragen.metrics.regression import Pearson, Spearman
