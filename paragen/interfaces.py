@@ -94,12 +94,14 @@ class BatchLoader(Protocol):
 class NATModel(Protocol):
     """What `NATGenerator`, the glancing losses and `paragen export` need of a parallel model.
 
-    `ctc_upsample` > 0: a CTC model with upsample × source length slots and no length
-    classifier; 0: a length-predicting model. `supports_refinement`: `predict_slots` accepts
+    `ctc_upsample` > 0: a CTC model with upsample × source length slots (at most
+    `ctc_max_slots`, when that is not 0) and no length classifier; 0: a length-predicting
+    model. `supports_refinement`: `predict_slots` accepts
     fed-back tokens (`given`, `given_mask`).
     """
 
     ctc_upsample: float
+    ctc_max_slots: int
     supports_refinement: bool
     max_length: int
 

@@ -2,7 +2,9 @@
 
 `--column sentence` learns from one column of TSV files with a header (GLUE's train.tsv)
 instead of whole lines; `--squad train` from the contexts and questions of SQuAD v1.1 JSON
-files (the train split of `SquadDataset`, so no test paragraph shapes the vocabulary).
+files (the train split of `SquadDataset`, so no test paragraph shapes the vocabulary);
+`--field source target` from fields of JSON-lines files (SciTLDR: every source sentence and
+every reference TLDR, each as its own line).
 `--mask-token` adds `<mask>` (id 4) for masked-LM pre-training (`MaskedLMTask`); a model
 meant to be fine-tuned later must be the pre-training one.
 """
@@ -12,7 +14,8 @@ import argparse
 import os
 import tempfile
 
-from paragen.datasets import SquadDataset, TsvDataset, read_lines
+from paragen.datasets import (JsonlDataset, SquadDataset, TsvDataset, field_references,
+                              parse_field_path, read_lines)
 from paragen.errors import ConfigError
 from paragen.tokenizers import SentencePieceTokenizer
 
@@ -29,13 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--squad", choices=("all", "train", "test"),
                         help="the inputs are SQuAD v1.1 JSON files: learn from the contexts and "
                              "questions of this split (SquadDataset's split rule)")
+    parser.add_argument("--field", nargs="+", metavar="PATH",
+                        help="the inputs are JSON lines: learn from the texts under these field "
+                             "paths (a list of texts: each of them), e.g. source target")
     parser.add_argument("--mask-token", action="store_true",
                         help="add <mask> (id 4), which masked-LM pre-training needs")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.column and args.squad:
-        raise ConfigError("--column reads TSV files, --squad SQuAD JSON files: give one")
+    if sum(bool(option) for option in (args.column, args.squad, args.field)) > 1:
+        raise ConfigError("--column reads TSV files, --squad SQuAD JSON files, --field JSON "
+                          "lines: give one")
+    if args.field:
+        return _learn_from_cells(args, _field_texts(args.input, args.field))
     if args.column:
         return _learn_from_cells(
             args, [cell for path in args.input for cell in TsvDataset(path).lines(args.column)])
@@ -47,6 +56,18 @@ def run(args: argparse.Namespace) -> int:
         read_lines(path)  # fail early, with file and line, on missing or non-UTF-8 input
     _learn(args, args.input)
     return 0
+
+
+def _field_texts(paths, fields):
+    """Every text under each field path of each JSON-lines file, in file order."""
+    steps = {field: parse_field_path(field, "--field") for field in fields}
+    texts = []
+    for path in paths:
+        data = JsonlDataset(path)
+        for field in fields:
+            for row in field_references(data, field, steps[field], data.location):
+                texts.extend(row)
+    return texts
 
 
 def _learn_from_cells(args: argparse.Namespace, cells) -> int:

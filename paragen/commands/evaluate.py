@@ -1,8 +1,9 @@
-"""`paragen evaluate --model DIR [--input test.de --reference test.en | --input dev.tsv |
---input dev.json]`.
+"""`paragen evaluate --model DIR [--input test.de --reference test.en | --input test.jsonl |
+--input dev.tsv | --input dev.json]`.
 
 Without --input, the validation/test splits stored in the model's config are scored. Prints
-each of the task's metrics with its signature (translation: sacreBLEU and chrF;
+each of the task's metrics with its signature (translation: sacreBLEU and chrF; a seq2seq
+task's configured metrics, e.g. ROUGE against every reference of a JSON line;
 classification: accuracy, macro-F1, MCC; extractive QA: exact match, F1); `--output-dir`
 receives the outputs (hypotheses, labels, answers) in input order.
 """
@@ -16,6 +17,7 @@ from paragen.tasks.build import load_trained_task, search_for_beam
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint folder or .pt file")
     parser.add_argument("--input", help="translation: source-language file (with --reference); "
+                                        "seq2seq: also JSON lines holding the references; "
                                         "classification: a TSV file with its label column; "
                                         "extractive QA: a SQuAD v1.1 JSON file")
     parser.add_argument("--reference", help="reference translations, line-aligned with --input")

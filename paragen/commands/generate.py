@@ -1,6 +1,7 @@
 """`paragen generate --model DIR < in.de > out.en` (or --input/--output files), batched.
 
-One output line per input line, whatever the task: a translation, a classifier's label (a
+One output line per input line, whatever the task: a translation (a seq2seq task's output,
+such as a summary, for one source text per line), a classifier's label (a
 regressor's value), or the answer span of a `question<TAB>context` line. `--format jsonl`
 writes the task's whole answer as one JSON object per line instead (a classifier's label
 probabilities, `{"translation": ...}` for translation, a QA answer's score and character

@@ -1,10 +1,14 @@
-"""`paragen prepare-data --dataset multi30k --output DIR [--download | --source DIR]`.
+"""`paragen prepare-data --dataset multi30k|scitldr --output DIR [--download|--source DIR]`.
 
 Puts a dataset's files, under the names configs expect, into one folder: either copied from a
-local folder (the default: `$PARAGEN_DATA/multi30k`, else `../shared/data/multi30k`) or
-downloaded. Downloads are checked against sha256 hashes of the decompressed files, so a changed
-or corrupted upstream file is an error instead of a silently different benchmark. Every file is
-written to a temporary name and renamed, so an interrupted run never leaves a partial file.
+local folder (the default: `$PARAGEN_DATA/<dataset>`, else `../shared/data/<dataset>`) or
+downloaded (Multi30k only). SciTLDR's JSON lines are copied, and beside each split
+`<split>.source` is written: each paper's source sentences joined by a space, one paper per
+line, exactly as `Seq2SeqTask` (`join: " "`) reads them, for the verbs that read one source
+text per line (`generate`, `distill`, `bench`). Downloads are checked against sha256 hashes of
+the decompressed files, so a changed or corrupted upstream file is an error instead of a
+silently different benchmark. Every file is written to a temporary name and renamed, so an
+interrupted run never leaves a partial file.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ import urllib.request
 import zlib
 from typing import Callable, Dict, List, Tuple
 
-from paragen.errors import DataError
+from paragen.datasets import JsonlDataset, field_texts, parse_field_path
+from paragen.errors import ConfigError, DataError
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw"
 # local split name -> remote file stem
@@ -44,11 +49,11 @@ MULTI30K_SHA256: Dict[str, str] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=["multi30k"], default="multi30k")
+    parser.add_argument("--dataset", choices=["multi30k", "scitldr"], default="multi30k")
     parser.add_argument("--output", required=True, help="folder to write the files into")
     parser.add_argument("--source", default=None,
-                        help="local folder to copy from (default: $PARAGEN_DATA/multi30k, "
-                             "else ../shared/data/multi30k)")
+                        help="local folder to copy from (default: $PARAGEN_DATA/<dataset>, "
+                             "else ../shared/data/<dataset>)")
     parser.add_argument("--download", action="store_true",
                         help="download from --base-url instead of copying from --source")
     parser.add_argument("--base-url", default=MULTI30K_URL,
@@ -56,19 +61,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--langs", nargs="+", choices=MULTI30K_LANGS, default=["de", "en"])
 
 
+SCITLDR_SPLITS = ("train", "dev", "test")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.dataset == "scitldr":
+        if args.download:
+            raise ConfigError("--download: SciTLDR is copied from a local folder (get "
+                              "SciTLDR-A's train/dev/test.jsonl from github.com/allenai/scitldr)")
+        prepare_scitldr(args.source or default_source("scitldr"), args.output)
+        return 0
     files = multi30k_files(args.langs)
     if args.download:
         download(files, args.base_url, args.output)
     else:
-        copy([local for local, _ in files], args.source or default_source(), args.output)
+        copy([local for local, _ in files], args.source or default_source("multi30k"),
+             args.output)
     return 0
 
 
-def default_source() -> str:
+def default_source(dataset: str = "multi30k") -> str:
     """Resolved at run time so that $PARAGEN_DATA set after import is honoured."""
     root = os.environ.get("PARAGEN_DATA", os.path.join("..", "shared", "data"))
-    return os.path.join(root, "multi30k")
+    return os.path.join(root, dataset)
+
+
+def prepare_scitldr(source: str, output: str) -> None:
+    """Copy `<split>.jsonl` and write `<split>.source` beside it (line i: paper i's source)."""
+    names = [f"{split}.jsonl" for split in SCITLDR_SPLITS]
+    copy(names, source, output)
+    steps = parse_field_path("source", "source")
+    for name in names:
+        data = JsonlDataset(os.path.join(output, name))
+        texts = field_texts(data, "source", steps, " ", data.location)
+        target = os.path.join(output, name.replace(".jsonl", ".source"))
+        _write_atomically(target, lambda handle, texts=texts: handle.write(
+            "".join(text + "\n" for text in texts).encode("utf-8")))
+        print(f"{os.path.basename(target)}: {len(texts)} sources, sentences joined by a space")
 
 
 def multi30k_files(langs: List[str]) -> List[Tuple[str, str]]:

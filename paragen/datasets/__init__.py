@@ -3,6 +3,8 @@
 Importing this package registers its classes with `paragen.registry`.
 """
 from paragen.datasets.binarized import BinarizedParallelDataset, TokenArray
+from paragen.datasets.fields import (field_references, field_texts, is_plain_name, one_line,
+                                     parse_field_path)
 from paragen.datasets.squad import SquadDataset
 from paragen.datasets.streaming import StreamingParallelDataset
 from paragen.datasets.text import (JsonlDataset, ParallelTextDataset, TextDataset,
@@ -11,4 +13,5 @@ from paragen.datasets.tsv import TsvDataset
 
 __all__ = ["BinarizedParallelDataset", "JsonlDataset", "ParallelTextDataset", "SquadDataset",
            "StreamingParallelDataset", "TextDataset", "TokenArray", "TsvDataset", "decode_line",
-           "iter_line_chunks", "read_lines", "read_text"]
+           "field_references", "field_texts", "is_plain_name", "iter_line_chunks", "one_line",
+           "parse_field_path", "read_lines", "read_text"]

@@ -184,11 +184,17 @@ class ParallelTextDataset(Sequence):
 
 @register_dataset
 class JsonlDataset(Sequence):
-    """One JSON object per line. With `fields`, each sample keeps only those keys (all required)."""
+    """One JSON object per line. With `fields`, each sample keeps only those keys (all required);
+    with `max_samples`, only the first lines are read (a slice of a large file).
 
-    def __init__(self, path: str, fields: Optional[List[str]] = None) -> None:
+    `location(i)` names the file and line of sample i (`test.jsonl:14`), for errors raised later
+    about a field's content (a seq2seq task's missing or empty field)."""
+
+    def __init__(self, path: str, fields: Optional[List[str]] = None,
+                 max_samples: Optional[int] = None) -> None:
         samples: List[Dict[str, Any]] = []
-        for number, line in enumerate(read_lines(path), start=1):
+        lines = read_lines(path)
+        for number, line in enumerate(lines[:max_samples], start=1):
             try:
                 sample = json.loads(line)
             except json.JSONDecodeError as err:
@@ -213,3 +219,7 @@ class JsonlDataset(Sequence):
 
     def __getitem__(self, index: int) -> Dict[str, Any]:  # type: ignore[override]
         return self._samples[index]
+
+    def location(self, index: int) -> str:
+        """`file:line` of sample `index` (every line is a sample: an empty one is an error)."""
+        return f"{self.path}:{index + 1}"

@@ -120,7 +120,8 @@ def _family_settings(net: torch.nn.Module, family: str) -> Dict[str, Any]:
                 "cache_shape": [len(net.decoder.layers), first.num_heads, first.head_dim]}
     return {"length": {"length_prediction": net.length_prediction,
                        "max_length_offset": net.max_length_offset,
-                       "max_length": net.max_length, "ctc_upsample": net.ctc_upsample}}
+                       "max_length": net.max_length, "ctc_upsample": net.ctc_upsample,
+                       "ctc_max_slots": net.ctc_max_slots}}
 
 
 def _runtime_config(checkpoint: str) -> Dict[str, Any]:

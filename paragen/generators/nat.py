@@ -15,7 +15,9 @@ re-predicts the rest. Each pass costs about one decoder pass more.
 A CTC model (`ctc_upsample` > 0) has no length classifier: its slot count is upsample ×
 source length, and its output is always collapsed (repeats merged, blanks = the pad id
 dropped). NPD there decodes k slot counts around that one, upsample × source length ×
-(1 + `ctc_slot_step` × offset), offsets centred on 0 (k = 5, step 0.1: ×0.8 … ×1.2).
+(1 + `ctc_slot_step` × offset), offsets centred on 0 (k = 5, step 0.1: ×0.8 … ×1.2). A model
+with `ctc_max_slots` never gets more slots than that cap (a capped sentence's larger
+candidates are the cap itself).
 
 A single pass (k = 1, no refinement) returns None for the scores unless `return_scores` is
 set: the scores need a log-softmax over the vocabulary at every slot, a sizeable share of the
@@ -71,8 +73,13 @@ class NATGenerator(nn.Module):
         if self.ctc_upsample:
             offsets = torch.arange(self.length_beam, device=src_lengths.device) \
                 - (self.length_beam - 1) / 2
-            slots = src_lengths[:, None] * self.ctc_upsample * (1 + self.ctc_slot_step * offsets)
-            return slots.round().long().clamp(1, int(self.ctc_upsample * self.model.max_length))
+            cap = self.model.ctc_max_slots
+            slots = src_lengths[:, None] * self.ctc_upsample
+            if cap:
+                slots = slots.clamp_max(cap)
+            slots = slots * (1 + self.ctc_slot_step * offsets)
+            return slots.round().long().clamp(1, cap or int(self.ctc_upsample
+                                                            * self.model.max_length))
         k = min(self.length_beam, length_logits.size(-1))
         if self.length_candidates == "topk":
             classes = length_logits.topk(k, dim=-1).indices

@@ -1,7 +1,13 @@
-"""sacreBLEU's BLEU and chrF on detokenized, cased text, with their reproducibility signatures."""
+"""sacreBLEU's BLEU and chrF on detokenized, cased text, with their reproducibility signatures.
+
+A reference is one string, or a list of strings for several references of one hypothesis
+(multi-reference data such as SciTLDR); rows may have different numbers of references.
+"""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
+
+Reference = Union[str, Sequence[str]]
 
 from paragen.registry import register_metric
 
@@ -11,8 +17,25 @@ class Metric:
 
     name = "metric"
 
-    def compute(self, hypotheses: List[str], references: List[str]) -> Tuple[float, str]:
+    def compute(self, hypotheses: List[str], references: List[Reference]) -> Tuple[float, str]:
         raise NotImplementedError
+
+
+def reference_lists(references: Sequence[Reference]) -> List[List[str]]:
+    """Each row's references as a list (a string is a row's only reference)."""
+    rows = [[ref] if isinstance(ref, str) else list(ref) for ref in references]
+    empty = next((i for i, row in enumerate(rows) if not row), None)
+    if empty is not None:
+        raise ValueError(f"reference row {empty + 1} is an empty list")
+    return rows
+
+
+def reference_streams(references: Sequence[Reference]) -> List[List[Optional[str]]]:
+    """sacreBLEU's layout: stream k holds every row's k-th reference, None where a row has
+    fewer (sacreBLEU skips those)."""
+    rows = reference_lists(references)
+    width = max((len(row) for row in rows), default=1)
+    return [[row[k] if k < len(row) else None for row in rows] for k in range(width)]
 
 
 @register_metric
@@ -24,8 +47,8 @@ class BLEU(Metric):
 
         self._bleu = SacreBLEU(tokenize=tokenize, lowercase=lowercase)
 
-    def compute(self, hypotheses: List[str], references: List[str]) -> Tuple[float, str]:
-        score = self._bleu.corpus_score(hypotheses, [references])
+    def compute(self, hypotheses: List[str], references: List[Reference]) -> Tuple[float, str]:
+        score = self._bleu.corpus_score(hypotheses, reference_streams(references))
         return score.score, str(self._bleu.get_signature())
 
 
@@ -38,6 +61,6 @@ class ChrF(Metric):
 
         self._chrf = CHRF(word_order=word_order)
 
-    def compute(self, hypotheses: List[str], references: List[str]) -> Tuple[float, str]:
-        score = self._chrf.corpus_score(hypotheses, [references])
+    def compute(self, hypotheses: List[str], references: List[Reference]) -> Tuple[float, str]:
+        score = self._chrf.corpus_score(hypotheses, reference_streams(references))
         return score.score, str(self._chrf.get_signature())

@@ -119,7 +119,8 @@ class ExportedModel(nn.Module):
             self.decoder = ExportedStepDecoder(self.runner, manifest["max_positions"],
                                                manifest["cache_shape"])
         else:
-            self.ctc_upsample = 0  # exports made before CTC models existed do not state it
+            # exports made before CTC models (or their slot cap) existed do not state them
+            self.ctc_upsample, self.ctc_max_slots = 0, 0
             for key, value in manifest["length"].items():
                 setattr(self, key, value)
 

@@ -12,7 +12,10 @@ Inference is one parallel pass (see `paragen.generators.nat`).
 With `ctc_upsample: k` the decoder gets round(k × source length) slots (k = 2, or a fraction
 such as 1.5 for fewer slots) instead of a predicted length, and is trained with CTC (blank =
 the pad id, which no reference contains); glancing then uses the model's best CTC alignment
-of the reference (`paragen.models.ctc`, `GlancingCTC` loss).
+of the reference (`paragen.models.ctc`, `GlancingCTC` loss). `ctc_max_slots: N` caps the slots
+at N: a summary is far shorter than its source, so k × a 512-token source would be hundreds
+of slots mostly left blank; capped, a long source gets N slots (still copied uniformly from
+the whole source), a short one k × its length.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ class GLAT(nn.Module):
                  decoder_input: Literal["uniform_copy", "unk"] = "uniform_copy",
                  length_prediction: Literal["offset", "absolute"] = "offset",
                  max_length_offset: int = 32, max_length: int = 256, ctc_upsample: float = 0.0,
-                 path: Optional[str] = None, *, src_vocab_size: int, tgt_vocab_size: int,
+                 ctc_max_slots: int = 0, path: Optional[str] = None, *, src_vocab_size: int, tgt_vocab_size: int,
                  pad_id: int, config_path: str = "task.model"):
         super().__init__()
         if decoder.get("causal", False):
@@ -46,14 +49,20 @@ class GLAT(nn.Module):
         if ctc_upsample < 0:
             raise ValueError(f"{config_path}.ctc_upsample: must be ≥ 0 (0 = predict lengths), "
                              f"got {ctc_upsample}")
-        self.ctc_upsample = ctc_upsample
+        if ctc_max_slots < 0 or (ctc_max_slots and not ctc_upsample):
+            raise ValueError(f"{config_path}.ctc_max_slots: a cap (≥ 1) on the slots of a CTC "
+                             f"model (ctc_upsample > 0), or 0 for none; got {ctc_max_slots} with "
+                             f"ctc_upsample {ctc_upsample}")
+        self.ctc_upsample, self.ctc_max_slots = ctc_upsample, ctc_max_slots
         self.encoder, self.decoder = build_encoder_decoder(
             encoder, {**decoder, "causal": False}, d_model, share_embedding, src_vocab_size,
             tgt_vocab_size, pad_id, config_path)
         positions = self.decoder.embed.positions.weight.size(0)
-        if ctc_upsample * max_length > positions:
+        most_slots = min(ctc_upsample * max_length, ctc_max_slots or float("inf"))
+        if most_slots > positions:
             raise ValueError(f"{config_path}.ctc_upsample: {ctc_upsample} × max_length "
-                             f"{max_length} slots exceed the decoder's max_positions {positions}")
+                             f"{max_length} slots exceed the decoder's max_positions {positions}"
+                             f" (or cap them with ctc_max_slots)")
         classes = 2 * max_length_offset + 1 if length_prediction == "offset" else max_length + 1
         self.length_classifier = None if ctc_upsample else nn.Linear(d_model, classes)
         # The `unk` decoder input: one learned vector in every slot (positions tell them apart).
@@ -198,7 +207,8 @@ class GLAT(nn.Module):
                 ) -> Dict[str, torch.Tensor]:
         """Hidden states of the decoder slots, their padding, length logits and glance mask.
 
-        The slots are the reference's tokens, or with CTC ctc_upsample × the source length.
+        The slots are the reference's tokens, or with CTC ctc_upsample × the source length
+        (at most ctc_max_slots).
         With `glance_ratio` > 0 this is GLAT's training step: pass 1 (no gradient) predicts
         every slot; per sentence floor(ratio × mistakes) slots, chosen uniformly at random
         among the non-pad ones, get their reference token's embedding as input (with CTC: the
@@ -210,6 +220,8 @@ class GLAT(nn.Module):
             # round() as `NATGenerator.candidate_lengths` does, so a fractional upsample
             # (1.5) gives training and decoding the same slot counts
             slot_lengths = (src.ne(self.pad_id).sum(-1) * self.ctc_upsample).round().long()
+            if self.ctc_max_slots:
+                slot_lengths = slot_lengths.clamp_max(self.ctc_max_slots)
             slot_padding = torch.arange(int(slot_lengths.max()), device=src.device)[None, :] \
                 >= slot_lengths[:, None]
         else:

@@ -4,7 +4,8 @@ from paragen.tasks.classification import SequenceClassificationTask
 from paragen.tasks.masked_lm import MaskedLMTask
 from paragen.tasks.qa import ExtractiveQATask
 from paragen.tasks.regression import SequenceRegressionTask
+from paragen.tasks.seq2seq import Seq2SeqTask
 from paragen.tasks.translation import TranslationTask
 
-__all__ = ["ExtractiveQATask", "MaskedLMTask", "SequenceClassificationTask", "SequenceRegressionTask",
-           "TranslationTask", "build_task", "load_trained_task"]
+__all__ = ["ExtractiveQATask", "MaskedLMTask", "Seq2SeqTask", "SequenceClassificationTask",
+           "SequenceRegressionTask", "TranslationTask", "build_task", "load_trained_task"]

@@ -38,6 +38,7 @@ from paragen.tasks.classification import SequenceClassificationTask  # noqa: F40
 from paragen.tasks.masked_lm import MaskedLMTask  # noqa: F401
 from paragen.tasks.qa import ExtractiveQATask  # noqa: F401
 from paragen.tasks.regression import SequenceRegressionTask  # noqa: F401
+from paragen.tasks.seq2seq import Seq2SeqTask  # noqa: F401
 from paragen.tasks.translation import TranslationTask  # noqa: F401
 
 logger = logging.getLogger("paragen")
@@ -96,8 +97,8 @@ def load_trained_task(model: str, mode: str, overrides: List[str] = (),
                           f"tasks that have {', '.join(missing)} "
                           f"(paragen.interfaces.{needs.__name__})")
     if search is not None and not hasattr(task_class, "translate"):
-        raise ConfigError(f"--beam applies to translation models; {model} holds a "
-                          f"{task_class.__name__}")
+        raise ConfigError(f"--beam applies to translation models (any Seq2SeqTask); {model} "
+                          f"holds a {task_class.__name__}")
     if inputs is not None:
         data = task_class.input_data(task_cfg, **inputs)
     if folder.exported:
