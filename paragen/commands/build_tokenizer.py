@@ -5,6 +5,8 @@ instead of whole lines; `--squad train` from the contexts and questions of SQuAD
 files (the train split of `SquadDataset`, so no test paragraph shapes the vocabulary);
 `--field source target` from fields of JSON-lines files (SciTLDR: every source sentence and
 every reference TLDR, each as its own line).
+`--tags en de fr cs` adds one language tag piece per language (`<2en>` ...), which a
+multilingual translation model (MultilingualTranslationTask) prepends to each source.
 `--mask-token` adds `<mask>` (id 4) for masked-LM pre-training (`MaskedLMTask`); a model
 meant to be fine-tuned later must be the pre-training one.
 """
@@ -37,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "paths (a list of texts: each of them), e.g. source target")
     parser.add_argument("--mask-token", action="store_true",
                         help="add <mask> (id 4), which masked-LM pre-training needs")
+    parser.add_argument("--tags", nargs="+", default=[], metavar="LANG",
+                        help="add a target-language tag piece per language (<2en> for en), "
+                             "which multilingual translation needs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,5 +93,5 @@ def _learn(args: argparse.Namespace, inputs) -> None:
     model = SentencePieceTokenizer.learn(inputs, args.output, vocab_size=args.vocab_size,
                                          model_type=args.model_type,
                                          character_coverage=args.character_coverage,
-                                         mask_token=args.mask_token)
+                                         mask_token=args.mask_token, tags=args.tags)
     print(f"wrote {model}")

@@ -1,4 +1,5 @@
 """Samplers: group sample indices into token-budgeted batches. Importing registers them."""
-from paragen.samplers.samplers import BucketSampler, SequentialSampler, pack_sorted
+from paragen.samplers.samplers import (BucketSampler, SequentialSampler, TemperatureSampler,
+                                       pack_sorted)
 
-__all__ = ["BucketSampler", "SequentialSampler", "pack_sorted"]
+__all__ = ["BucketSampler", "SequentialSampler", "TemperatureSampler", "pack_sorted"]

@@ -129,3 +129,61 @@ class SequentialSampler:
         if size:
             ends.append(len(lengths))
         return _split(np.arange(len(lengths)), ends)
+
+
+@register_sampler
+class TemperatureSampler:
+    """Batches that mix groups of rows (a multilingual task's directions) by temperature.
+
+    Each epoch draws `epoch_size` rows (default: all of them): group d gets a share
+    p_d ∝ n_d^(1/T) of the draws, n_d being its size. T=1 keeps the natural proportions, a
+    larger T moves towards a uniform mix, so directions with little data are seen more often
+    (upsampled) and large ones less (downsampled), as multilingual NMT trains. A group's rows
+    are drawn as whole shuffled passes, so no row repeats before every row of its group has
+    been seen. The draws are then length-bucketed by `BucketSampler`; one (seed, epoch) always
+    gives the same batches, so a resumed run sees the data it would have seen.
+
+    `groups` (the group of each row) is given by the task, not the config.
+    """
+
+    uses_groups = True
+
+    def __init__(self, temperature: float = 1.0, max_tokens: int = 4096,
+                 max_sentences: Optional[int] = None, seed: int = 1, length_noise: float = 0.0,
+                 epoch_size: Optional[int] = None, *, groups: Sequence[int]) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if epoch_size is not None and epoch_size < 1:
+            raise ValueError(f"epoch_size must be positive, got {epoch_size}")
+        self.temperature, self.seed, self.epoch_size = temperature, seed, epoch_size
+        self.buckets = BucketSampler(max_tokens, max_sentences, True, seed, length_noise)
+        groups = np.asarray(groups, dtype=np.int64).reshape(-1)
+        self.num_rows = len(groups)
+        self.members = np.argsort(groups, kind="stable")  # rows, grouped
+        _, self.sizes = np.unique(groups, return_counts=True)
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """p_d ∝ n_d^(1/T), over the groups in ascending id order."""
+        weights = self.sizes.astype(np.float64) ** (1.0 / self.temperature)
+        return weights / weights.sum()
+
+    def draw(self, epoch: int) -> np.ndarray:
+        """The rows of `epoch`, grouped (group 0's draws first), before bucketing."""
+        rng = np.random.default_rng((self.seed, epoch))
+        counts = rng.multinomial(self.epoch_size or self.num_rows, self.probabilities)
+        picked = []
+        for start, size, count in zip(self.starts.tolist(), self.sizes.tolist(), counts.tolist()):
+            passes = -(-count // size)  # whole shuffled passes over the group, cut to count
+            offsets = rng.permuted(np.tile(np.arange(size), (passes, 1)), axis=1).ravel()[:count]
+            picked.append(self.members[start + offsets])
+        return np.concatenate(picked)
+
+    def batches(self, lengths: Lengths, epoch: int = 0) -> List[List[int]]:
+        """Index batches for `epoch`: the temperature draw, bucketed by length."""
+        lengths = _as_lengths(lengths)
+        if len(lengths) != self.num_rows:
+            raise ValueError(f"{len(lengths)} lengths but {self.num_rows} grouped rows")
+        picked = self.draw(epoch)
+        return [picked[batch].tolist() for batch in self.buckets.batches(lengths[picked], epoch)]

@@ -36,6 +36,7 @@ from paragen.registry import build, check_config, lookup
 # Importing the tasks registers them.
 from paragen.tasks.classification import SequenceClassificationTask  # noqa: F401
 from paragen.tasks.masked_lm import MaskedLMTask  # noqa: F401
+from paragen.tasks.multilingual import MultilingualTranslationTask  # noqa: F401
 from paragen.tasks.qa import ExtractiveQATask  # noqa: F401
 from paragen.tasks.regression import SequenceRegressionTask  # noqa: F401
 from paragen.tasks.seq2seq import Seq2SeqTask  # noqa: F401

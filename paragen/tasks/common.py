@@ -96,13 +96,24 @@ def store_architectures(node: Any, kind: Optional[str], path: str) -> None:
 
 
 def build_loader(name: str, loaders: Dict[str, Any], lengths: Sequence[int],
-                 collate_fn: Callable[[List[int]], Dict[str, Any]]):
+                 collate_fn: Callable[[List[int]], Dict[str, Any]],
+                 groups: Optional[Sequence[int]] = None):
     """The loader of split `name` (`task.dataloader.<name>`, else a length-bucketed default:
-    shuffled for train, sorted for the others)."""
+    shuffled for train, sorted for the others). `groups` (a group id per row: a multilingual
+    task's directions) goes to samplers that mix groups (`uses_groups`, TemperatureSampler);
+    other samplers see one pool of rows."""
     default = DEFAULT_LOADERS["train" if name == "train" else "eval"]
     cfg = dict(loaders.get(name) or default)
-    sampler = build("sampler", cfg.pop("sampler", default["sampler"]),
-                    f"task.dataloader.{name}.sampler")
+    sampler_cfg = cfg.pop("sampler", default["sampler"])
+    path = f"task.dataloader.{name}.sampler"
+    runtime = {}
+    if isinstance(sampler_cfg, dict) and "class" in sampler_cfg and getattr(
+            lookup("sampler", sampler_cfg["class"], path), "uses_groups", False):
+        if groups is None:
+            raise ConfigError(f"{path}.class: {sampler_cfg['class']} mixes groups of rows (a "
+                              f"multilingual task's directions); this split has none")
+        runtime["groups"] = groups
+    sampler = build("sampler", sampler_cfg, path, **runtime)
     return build("dataloader", cfg, f"task.dataloader.{name}",
                  samples=list(range(len(lengths))), lengths=lengths, sampler=sampler,
                  collate_fn=collate_fn)

@@ -22,6 +22,11 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MASK_PIECE = "<mask>"
 
 
+def language_tag(language: str) -> str:
+    """The piece that tells a multilingual model the target language: `<2en>` for `en`."""
+    return f"<2{language}>"
+
+
 def _as_list(ids: Iterable[int]) -> List[int]:
     """Accept lists, numpy arrays and tensors alike (model outputs are usually tensors)."""
     return ids.tolist() if hasattr(ids, "tolist") else list(ids)
@@ -146,13 +151,16 @@ class SentencePieceTokenizer:
     @staticmethod
     def learn(inputs: List[str], model_prefix: str, vocab_size: int = 8000,
               model_type: str = "unigram", character_coverage: float = 1.0,
-              input_sentence_size: int = 0, threads: int = 2, mask_token: bool = False) -> str:
+              input_sentence_size: int = 0, threads: int = 2, mask_token: bool = False,
+              tags: Sequence[str] = ()) -> str:
         """Train a model on the text files `inputs`; return the path of `<model_prefix>.model`.
 
         Training writes to a temporary prefix beside the target and renames both files at the
         end, so an interrupted run never leaves a truncated model that a later run would load.
         `input_sentence_size=0` trains on every line; a positive value samples that many.
         `mask_token` adds `<mask>` as a user-defined symbol (id 4), for masked-LM pre-training.
+        `tags` adds one piece per language, `<2en>` for `en` (after `<mask>`), which a
+        multilingual model reads as "translate into English"; never split, never learnt from.
         """
         missing = [path for path in inputs if not os.path.isfile(path)]
         if missing:
@@ -168,7 +176,8 @@ class SentencePieceTokenizer:
                 model_type=model_type, character_coverage=character_coverage,
                 input_sentence_size=input_sentence_size, shuffle_input_sentence=True,
                 num_threads=threads, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-                user_defined_symbols=[MASK_PIECE] if mask_token else [], minloglevel=2)
+                user_defined_symbols=([MASK_PIECE] if mask_token else []) +
+                [language_tag(language) for language in tags], minloglevel=2)
         except RuntimeError as err:  # e.g. vocab_size larger than the data allows
             raise DataError(f"SentencePiece training on {', '.join(inputs)} failed: {err}") from None
         else:
