@@ -143,3 +143,166 @@ def test_deletion_token_masking_and_random_replacement_rates():
 def test_bad_noise_options_name_the_key(options, key):
     with pytest.raises(Exception, match=key.replace("+", r"\+")):
         noiser(**options)
+
+
+# ---------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Multi30k German and English lines (two files to denoise, pairs to fine-tune on) and
+    300-piece joint tokenizers with and without <mask>."""
+    source = shared_data_dir() / "multi30k"
+    if not (source / "train.de").is_file():
+        message = f"Multi30k not found under {source}: set PARAGEN_DATA"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    root = tmp_path_factory.mktemp("denoise")
+    paths = {}
+    for lang in ("de", "en"):
+        lines = (source / f"train.{lang}").read_text(encoding="utf-8").splitlines()
+        for name, part in (("train", lines[:200]), ("valid", lines[200:230])):
+            paths[f"{name}.{lang}"] = str(root / f"{name}.{lang}")
+            (root / f"{name}.{lang}").write_text("\n".join(part) + "\n", encoding="utf-8")
+    for name, flags in (("spm", ["--mask-token"]), ("plain", [])):
+        assert main(["build-tokenizer", "--input", paths["train.de"], paths["train.en"],
+                     "--output", str(root / name), "--vocab-size", "300", *flags]) == 0
+        paths[name] = str(root / f"{name}.model")
+    return {**paths, "root": root}
+
+
+MODEL = {"class": "Seq2Seq", "d_model": 64, "share_embedding": "all",
+         "encoder": {"class": "TransformerEncoder", "num_layers": 1, "num_heads": 4,
+                     "ffn_dim": 128, "dropout": 0.0},
+         "decoder": {"class": "TransformerDecoder", "num_layers": 1, "num_heads": 4,
+                     "ffn_dim": 128, "dropout": 0.0}}
+TRAINER = {"class": "Trainer", "optimizer": {"class": "AdamW", "lr": 3e-3},
+           "lr_scheduler": {"class": "InverseSquareRoot", "warmup_steps": 5}, "log_interval": 5}
+ENV = {"device": "cpu", "seed": 1, "threads": 1, "no_progress_bar": True}
+
+
+def denoise_config(corpus, save_dir, **trainer):
+    return copy.deepcopy({
+        "task": {
+            "class": "DenoisingTask", "max_length": 64,
+            "tokenizer": {"class": "SentencePieceTokenizer", "model": corpus["spm"]},
+            "data": {"train": {"class": "TextDataset",
+                               "path": [corpus["train.de"], corpus["train.en"]]},
+                     "valid": {"class": "TextDataset", "path": corpus["valid.en"]}},
+            "dataloader": {"train": {"class": "DataLoader", "sampler": {
+                "class": "BucketSampler", "max_tokens": 1024, "max_sentences": 32}}},
+            "model": MODEL,
+            "trainer": {**TRAINER, "max_steps": 6, "validate_interval": 3,
+                        "save_dir": str(save_dir), **trainer},
+        },
+        "env": ENV,
+    })
+
+
+@pytest.fixture(scope="module")
+def pretrained(corpus):
+    save_dir = corpus["root"] / "denoise"
+    assert main(["train", "--config", write_config(denoise_config(corpus, save_dir),
+                                                   corpus["root"] / "denoise.yaml")]) == 0
+    return save_dir
+
+
+def test_validation_noise_is_fixed_and_training_noise_is_drawn_anew(corpus, tmp_path):
+    task = build_task(denoise_config(corpus, tmp_path / "run"))
+    state = torch.get_rng_state()
+    first, second = task.validate(), task.validate()
+    assert first == second and torch.equal(torch.get_rng_state(), state)
+    assert first["valid.perplexity"] == pytest.approx(math.exp(first["valid.loss"]))
+    assert 0 <= first["valid.accuracy"] <= 100
+    epoch = [batch["src"] for batch in task.train_loader.epoch_batches(0)]
+    again = [batch["src"] for batch in task.train_loader.epoch_batches(0)]
+    assert any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(epoch, again))
+    batch = next(iter(task.train_loader.epoch_batches(0)))
+    assert batch["src"].eq(task.noiser.mask_id).any()  # noised source, clean target
+    assert not batch["target"].eq(task.noiser.mask_id).any()
+
+
+def test_pretraining_and_evaluate_report_the_denoising_loss(pretrained, corpus, capsys):
+    records = [json.loads(line) for line in open(pretrained / "metrics.jsonl")]
+    assert [r["step"] for r in records if r.get("validation")] == [3, 6]
+    stored = load_checkpoint(str(pretrained / "best.pt"))
+    assert stored["config"]["task"]["trainer"]["assess_by"] == "valid.loss"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(pretrained)]) == 0
+    printed = capsys.readouterr().out
+    assert "valid accuracy = " in printed and "denoise|mask:0.3|seed:0|n:" in printed
+    assert main(["evaluate", "--model", str(pretrained), "--input", corpus["valid.de"]]) == 0
+    assert "test loss = " in capsys.readouterr().out
+    assert main(["generate", "--model", str(pretrained), "--input", corpus["valid.en"]]) == 2
+    assert "fine-tune it first" in error_line(capsys)
+
+
+def test_resumed_run_noises_exactly_as_an_uninterrupted_one(corpus, tmp_path):
+    straight = tmp_path / "straight"
+    assert main(["train", "--config", write_config(denoise_config(corpus, straight),
+                                                   tmp_path / "a.yaml")]) == 0
+    halves = tmp_path / "halves"
+    path = write_config(denoise_config(corpus, halves, max_steps=3), tmp_path / "b.yaml")
+    assert main(["train", "--config", path]) == 0
+    assert main(["train", "--config", path, "task.trainer.max_steps=6"]) == 0
+    expected = load_checkpoint(str(straight / "last.pt"))["model"]
+    resumed = load_checkpoint(str(halves / "last.pt"))["model"]
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+
+
+def test_translation_starts_from_the_whole_pretrained_model(pretrained, corpus, tmp_path,
+                                                           monkeypatch):
+    seen = {}
+    build_optimization = Trainer._build_optimization
+
+    def snapshot(self, model):  # right after init_from, before any update
+        seen.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        build_optimization(self, model)
+
+    monkeypatch.setattr(Trainer, "_build_optimization", snapshot)
+    checkpoint = str(pretrained / "best.pt")
+    config = copy.deepcopy({
+        "task": {"class": "TranslationTask", "src": "de", "tgt": "en", "max_length": 64,
+                 "tokenizer": {"class": "SentencePieceTokenizer", "model": corpus["spm"]},
+                 "data": {"train": {"class": "ParallelTextDataset", "path": {
+                     "de": corpus["train.de"], "en": corpus["train.en"]}}},
+                 "model": MODEL,
+                 "trainer": {**TRAINER, "max_steps": 1, "validate_interval": 0,
+                             "save_dir": str(tmp_path / "mt"), "init_from": checkpoint}},
+        "env": ENV})
+    assert main(["train", "--config", write_config(config, tmp_path / "mt.yaml")]) == 0
+    weights = load_checkpoint(checkpoint)["model"]
+    assert sorted(seen) == sorted(weights)
+    assert {key.split(".")[0] for key in seen} == {"encoder", "decoder"}
+    assert all(torch.equal(seen[key], weights[key]) for key in weights)
+
+
+def test_bad_inputs_are_one_clear_error(corpus, tmp_path, capsys):
+    config = denoise_config(corpus, tmp_path / "a")
+    config["task"]["tokenizer"]["model"] = corpus["plain"]
+    assert main(["train", "--config", write_config(config, tmp_path / "a.yaml")]) == 2
+    line = error_line(capsys)
+    assert "task.tokenizer:" in line and "has no <mask> symbol" in line
+    assert "paragen build-tokenizer --mask-token" in line
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    config = denoise_config(corpus, tmp_path / "b")
+    config["task"]["data"]["train"]["path"] = str(empty)
+    assert main(["train", "--config", write_config(config, tmp_path / "b.yaml")]) == 2
+    assert "task.data.train: the split has no samples" in error_line(capsys)
+
+
+@pytest.mark.slow
+def test_tiny_overfit_rebuilds_the_sentences(corpus, tmp_path):
+    """8 sentences, 300 updates: the teacher-forced reconstruction of noised sources becomes
+    far more accurate than at the start."""
+    text = tmp_path / "few.txt"
+    text.write_text("\n".join(open(corpus["train.en"]).read().splitlines()[:8]) + "\n",
+                    encoding="utf-8")
+    config = denoise_config(corpus, tmp_path / "run", max_steps=300, validate_interval=300)
+    config["task"]["data"] = {"train": {"class": "TextDataset", "path": str(text)},
+                              "valid": {"class": "TextDataset", "path": str(text)}}
+    task = build_task(copy.deepcopy(config))
+    before = task.validate()["valid.accuracy"]
+    task.run()
+    final = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")][-1]
+    assert final["valid.accuracy"] > max(80.0, before + 50)

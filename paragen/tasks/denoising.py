@@ -32,6 +32,7 @@ from paragen.tasks.common import report_scores
 from paragen.tasks.masked_lm import MaskedBatches
 from paragen.tasks.noising import noiser_for
 from paragen.tasks.seq2seq import Seq2SeqTask
+from paragen.tokenizers import build_tokenizers
 
 logger = logging.getLogger("paragen")
 
@@ -74,12 +75,10 @@ class DenoisingTask(Seq2SeqTask):
                               "permute_sentences": permute_sentences}
 
     def build(self) -> "DenoisingTask":
-        tokenizer_cfg = self.sections["tokenizer"]
-        if "class" not in tokenizer_cfg:
-            raise ConfigError("task.tokenizer: denoising reads one text side, so one tokenizer "
-                              "(a section with class:), the one fine-tuning will use")
-        self.noiser = noiser_for(build("tokenizer", tokenizer_cfg, "task.tokenizer"),
-                                 self.noise_options, self.max_source_length)
+        """The noiser first: a tokenizer without <mask> is refused before any data is read."""
+        tokenizer, _ = build_tokenizers(self.sections["tokenizer"], self.src, self.tgt,
+                                        self.base_dir)
+        self.noiser = noiser_for(tokenizer, self.noise_options, self.max_source_length)
         return super().build()
 
     def _build_training(self, pad: int) -> None:
