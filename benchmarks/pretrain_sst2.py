@@ -99,8 +99,10 @@ def validations(save_dir: str) -> List[dict]:
         return [record for record in map(json.loads, f) if record.get("validation")]
 
 
-def dev_scores(checkpoint: str) -> dict:
-    printed = paragen("evaluate", "--model", checkpoint, "--input", f"{SHARED}/sst2/dev.tsv")
+def dev_scores(checkpoint: str, *inputs: str) -> dict:
+    """`test <metric> = <value>` scores of `paragen evaluate` on `inputs` (SST-2 dev)."""
+    printed = paragen("evaluate", "--model", checkpoint,
+                      *(inputs or ("--input", f"{SHARED}/sst2/dev.tsv")))
     return {m.group(1): float(m.group(2))
             for m in re.finditer(r"test (\w+) = ([-\d.]+)  \(", printed)}
 
