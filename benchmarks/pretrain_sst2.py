@@ -99,6 +99,13 @@ def validations(save_dir: str) -> List[dict]:
         return [record for record in map(json.loads, f) if record.get("validation")]
 
 
+def update_seconds(save_dir: str) -> float:
+    """Seconds inside optimizer updates, as the trainer counts them across resumed parts."""
+    with open(f"{save_dir}/metrics.jsonl") as f:
+        return max((record.get("train_seconds", 0.0) for record in map(json.loads, f)),
+                   default=0.0)
+
+
 def dev_scores(checkpoint: str, *inputs: str) -> dict:
     """`test <metric> = <value>` scores of `paragen evaluate` on `inputs` (SST-2 dev)."""
     printed = paragen("evaluate", "--model", checkpoint,
@@ -173,6 +180,9 @@ def main() -> None:
         "pretraining_text_lines": written or None,  # None: the files were already there
         "pretrain": {
             "updates": pretraining[-1]["step"],
+            # inside optimizer updates, over every resumed part of the run (the trainer's own
+            # count); minutes["pretrain"] is the wall time of this invocation only
+            "update_minutes": round(update_seconds(mlm) / 60, 2),
             "masked_accuracy_by_step": {r["step"]: round(r["valid.masked_accuracy"], 2)
                                         for r in pretraining},
             "perplexity_by_step": {r["step"]: round(r["valid.perplexity"], 2)
