@@ -90,10 +90,16 @@ def load_matching_weights(model: nn.Module, path: str
     masked LM's encoder; the parts the source lacks (GLAT's length classifier, the
     classifier's head) keep their fresh initialization. A tensor with the model's name but
     another shape is an error, not a skip: it means another vocabulary or architecture, and
-    skipping it would train, say, pre-trained layers over random token embeddings.
+    skipping it would train, say, pre-trained layers over random token embeddings. The one
+    exception is a task head (the top-level module `head`: a masked LM's vocabulary
+    projection, a classifier's labels, a span head's start/end): heads are task-specific, so
+    one of another shape stays fresh.
     """
     source = {k.removeprefix("module."): v for k, v in load_checkpoint(path)["model"].items()}
     target = getattr(model, "module", model).state_dict()
+    other_head = {k for k, v in target.items()
+                  if k.startswith("head.") and k in source and source[k].shape != v.shape}
+    source = {k: v for k, v in source.items() if k not in other_head}
     resized = [f"{k} {tuple(source[k].shape)} there, {tuple(v.shape)} here"
                for k, v in target.items() if k in source and source[k].shape != v.shape]
     if resized:

@@ -421,3 +421,26 @@ def test_served_answers_are_the_tasks(trained):
         assert reply.status_code == 200 and reply.json()["outputs"] == task.predict(lines)
         bad = client.post("/v1/generate", json={"inputs": ["no context here"]})
         assert bad.status_code == 422 and "separated by a tab" in bad.json()["error"]
+
+
+def test_init_from_a_masked_lm_keeps_the_span_head_fresh(tmp_path):
+    """`init_from` a masked LM: its encoder is copied, its vocabulary-sized `head` (another
+    shape than the span head) stays behind; an encoder of another shape is still an error."""
+    from paragen.checkpoint import load_matching_weights
+    from paragen.models import MaskedLM
+
+    torch.manual_seed(0)
+    mlm = MaskedLM(dict(ENCODER), d_model=32, vocab_size=60, pad_id=0)
+    path = str(tmp_path / "mlm.pt")
+    save_checkpoint({"model": mlm.state_dict()}, path)
+    model = SpanExtractor(dict(ENCODER), d_model=32, vocab_size=60, pad_id=0)
+    head = {k: v.clone() for k, v in model.head.state_dict().items()}
+    loaded, fresh, _ = load_matching_weights(model, path)
+    assert all(name.startswith("encoder.") for name in loaded) and loaded
+    assert all(torch.equal(model.encoder.state_dict()[k], v)
+               for k, v in mlm.encoder.state_dict().items())
+    assert all(torch.equal(model.head.state_dict()[k], v) for k, v in head.items())
+    assert any(name.startswith("head.") for name in fresh)
+    with pytest.raises(DataError, match="other shapes"):
+        load_matching_weights(SpanExtractor(dict(ENCODER), d_model=32, vocab_size=61,
+                                            pad_id=0), path)
