@@ -155,6 +155,17 @@ def gather_rows(packed: Dict[str, torch.Tensor], ids: torch.Tensor, pad_id: int
     return packed["flat"][gather].masked_fill(positions >= lengths[:, None], pad_id)
 
 
+def test_split_like_valid(task_config: Dict[str, Any], input: str, default_class: str,
+                          drop: Sequence[str] = ("max_samples",)) -> Dict[str, Any]:
+    """`evaluate --input FILE` for tasks whose files hold their own targets: a `test` split
+    read like the stored validation split (its dataset class and options), minus the options
+    in `drop` that would select part of the new file."""
+    stored = dict(((task_config.get("data") or {}).get("valid")) or {"class": default_class})
+    for key in drop:
+        stored.pop(key, None)
+    return {"test": {**stored, "path": input}}
+
+
 def run_task(task) -> Dict[str, Any]:
     """`task.run()`: train, or evaluate a trained model (`task.mode`)."""
     if task.mode == "train":

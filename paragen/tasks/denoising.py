@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from paragen.datasets import TextDataset
 from paragen.errors import ConfigError
 from paragen.registry import build, register_task
-from paragen.tasks.common import report_scores
+from paragen.tasks.common import report_scores, test_split_like_valid
 from paragen.tasks.masked_lm import MaskedBatches
 from paragen.tasks.noising import noiser_for
 from paragen.tasks.seq2seq import Seq2SeqTask
@@ -183,6 +183,4 @@ class DenoisingTask(Seq2SeqTask):
         if reference:
             raise ConfigError(f"--reference is for translation; a denoising model is scored "
                               f"on the text of {input} itself")
-        stored = dict(((task_config.get("data") or {}).get("valid")) or {"class": "TextDataset"})
-        stored.pop("max_samples", None)
-        return {"test": {**stored, "path": input}}
+        return test_split_like_valid(task_config, input, "TextDataset")

@@ -30,7 +30,8 @@ from paragen.datasets import TextDataset
 from paragen.errors import ConfigError
 from paragen.registry import build, register_task
 from paragen.tasks.common import (build_loader, build_training, check_splits, gather_rows,
-                                  pack_rows, place_model, report_scores, run_task)
+                                  pack_rows, place_model, report_scores, run_task,
+                                  test_split_like_valid)
 from paragen.tasks.masking import masker_for
 from paragen.tokenizers import build_tokenizers
 
@@ -219,6 +220,4 @@ class MaskedLMTask:
         if reference:
             raise ConfigError(f"--reference is for translation; a masked LM is scored on the "
                               f"text of {input} itself")
-        stored = dict(((task_config.get("data") or {}).get("valid")) or {"class": "TextDataset"})
-        stored.pop("max_samples", None)
-        return {"test": {**stored, "path": input}}
+        return test_split_like_valid(task_config, input, "TextDataset")

@@ -34,7 +34,7 @@ from paragen.errors import ConfigError, DataError, InputError
 from paragen.interfaces import OffsetTokenizer
 from paragen.registry import build, register_task
 from paragen.tasks.common import (build_loader, build_training, check_splits, place_model,
-                                  report_scores, run_task)
+                                  report_scores, run_task, test_split_like_valid)
 from paragen.tasks.spans import (best_spans, best_window, char_to_token_spans, plan_windows,
                                  window_targets)
 from paragen.tokenizers import build_tokenizers
@@ -315,11 +315,8 @@ class ExtractiveQATask:
         if reference:
             raise ConfigError(f"--reference is for translation; {input} holds the gold "
                               f"answers itself")
-        stored = dict(((task_config.get("data") or {}).get("valid"))
-                      or {"class": "SquadDataset"})
-        for key in ("max_samples", "split", "test_every"):
-            stored.pop(key, None)
-        return {"test": {**stored, "path": input}}
+        return test_split_like_valid(task_config, input, "SquadDataset",
+                                     drop=("max_samples", "split", "test_every"))
 
 
 def _question_context_rows(lines: Sequence[str], first_line: int) -> List[List[str]]:

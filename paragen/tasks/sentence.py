@@ -25,7 +25,8 @@ from paragen.errors import ConfigError, InputError
 from paragen.interfaces import ColumnDataset
 from paragen.registry import build
 from paragen.tasks.common import (build_loader, build_training, check_splits, gather_rows,
-                                  pack_rows, place_model, report_scores, run_task)
+                                  pack_rows, place_model, report_scores, run_task,
+                                  test_split_like_valid)
 from paragen.tokenizers import build_tokenizers
 
 logger = logging.getLogger("paragen")
@@ -253,9 +254,7 @@ class SentencePredictionTask:
         if reference:
             raise ConfigError(f"--reference is for translation; {input} holds the targets "
                               f"itself, in its column {task_config.get('label', 'label')!r}")
-        stored = dict(((task_config.get("data") or {}).get("valid")) or {"class": "TsvDataset"})
-        stored.pop("max_samples", None)
-        return {"test": {**stored, "path": input}}
+        return test_split_like_valid(task_config, input, "TsvDataset")
 
     # ------------------------------------------------------------------ subclass hooks
     num_outputs: int
