@@ -70,7 +70,7 @@ def decoding_settings(config: str, teacher: str | None) -> list:
     if generator.get("class", "").lower() != "natgenerator":
         return [("beam4", ["--beam", "4"]), ("greedy", ["--beam", "1"])]
     settings = [("single", []), ("npd5", ["--task.generator.length_beam", "5"])]
-    if not load_config(config)["task"]["model"].get("ctc_upsample"):
+    if load_config(config)["task"]["model"]["class"].lower() != "ctcnat":
         settings.append(("refine1", ["--task.generator.refine_steps", "1"]))
     if teacher:
         settings.append(("npd5_ar_rerank", ["--task.generator.length_beam", "5",

@@ -13,6 +13,7 @@ a list; nothing is ever evaluated as Python.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from typing import Any, Dict, Iterable, List, Tuple
@@ -176,3 +177,23 @@ def load_config(path: str | None, overrides: Iterable[str] = ()) -> Dict[str, An
 def dump_config(config: Dict[str, Any], path: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(config, f, sort_keys=False, allow_unicode=True)
+
+
+def migrate_model_config(model: Dict[str, Any], path: str = "task.model") -> Dict[str, Any]:
+    """Rewrite a model config written for an older release into today's spelling, in place,
+    with one notice. Covers configs and the configs stored in older checkpoints alike.
+
+    - A `GLAT` with `ctc_upsample: k` became its own class: `CTCNAT` with `upsample: k`
+      (and `ctc_max_slots` → `max_slots`).
+    """
+    if str(model.get("class", "")).lower() == "glat" and "ctc_upsample" in model:
+        upsample = model.pop("ctc_upsample")
+        max_slots = model.pop("ctc_max_slots", 0)
+        if upsample:
+            for length_key in ("length_prediction", "max_length_offset"):  # none in CTCNAT
+                model.pop(length_key, None)
+            model.update({"class": "CTCNAT", "upsample": upsample, "max_slots": max_slots})
+            logging.getLogger("paragen").warning(
+                "%s: GLAT with ctc_upsample is now class CTCNAT with upsample: %s (and "
+                "max_slots for ctc_max_slots); read as such", path, upsample)
+    return model

@@ -94,14 +94,14 @@ class BatchLoader(Protocol):
 class NATModel(Protocol):
     """What `NATGenerator`, the glancing losses and `paragen export` need of a parallel model.
 
-    `ctc_upsample` > 0: a CTC model with upsample × source length slots (at most
-    `ctc_max_slots`, when that is not 0) and no length classifier; 0: a length-predicting
-    model. `supports_refinement`: `predict_slots` accepts
-    fed-back tokens (`given`, `given_mask`).
+    `upsample` > 0: a model with upsample × source length slots (at most `max_slots`, when
+    that is not 0) and no length classifier (`CTCNAT`); 0: a length-predicting model.
+    `supports_refinement`: `predict_slots` accepts fed-back tokens (`given`, `given_mask`).
+    A length-predicting model also maps length classes to lengths (`class_to_length`).
     """
 
-    ctc_upsample: float
-    ctc_max_slots: int
+    upsample: float
+    max_slots: int
     supports_refinement: bool
     max_length: int
 
@@ -111,9 +111,6 @@ class NATModel(Protocol):
                       memory_padding: torch.Tensor, target_padding: torch.Tensor,
                       *args: Any, **kwargs: Any
                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]: ...
-
-    def class_to_length(self, classes: torch.Tensor, src_lengths: torch.Tensor
-                        ) -> torch.Tensor: ...
 
 
 @runtime_checkable

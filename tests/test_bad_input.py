@@ -147,7 +147,7 @@ CONFIG_MISTAKES = [
     ("task.generator.search", {"class": "BeamSearch", "beam_size": 100000},
      "beam_size must be between 1 and 256"),
     ("task.dataloader.train.sampler.max_tokens", 0, "task.dataloader.train.sampler"),
-    ("task.criterion.class", "GlancingCrossEntropy", "needs a GLAT"),
+    ("task.criterion.class", "GlancingCrossEntropy", "trains a GLAT"),
     ("task.generator", {"class": "NATGenerator"}, "NATGenerator needs a NAT model"),
     ("env.device", "tpu:7", "env.device"),
     ("env.device", "cuda", "no CUDA device"),

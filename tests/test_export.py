@@ -28,7 +28,8 @@ def trained(small_corpus, tmp_path_factory):
     glat["task"]["generator"] = {"class": "NATGenerator", "remove_repeats": True}
     ctc = copy.deepcopy(glat)
     ctc["task"]["trainer"]["save_dir"] = str(root / "glat_ctc")
-    ctc["task"]["model"]["ctc_upsample"] = 2
+    ctc["task"]["model"].update({"class": "CTCNAT", "upsample": 2})
+    del ctc["task"]["model"]["max_length_offset"]
     ctc["task"]["criterion"] = {"class": "GlancingCTC"}
     for name, config in (("ar", ar), ("glat", glat), ("glat_ctc", ctc)):
         assert main(["train", "--config", write_config(config, root / f"{name}.yaml")]) == 0

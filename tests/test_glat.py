@@ -8,16 +8,20 @@ from helpers import tiny_config, write_pairs
 
 from paragen.errors import ConfigError
 from paragen.generators.nat import NATGenerator, collapse_repeats, left_align
-from paragen.models.glat import GLAT, glancing_mask
+from paragen.models.nat import CTCNAT, GLAT
+from paragen.models.nat.glancing import glancing_mask
 from paragen.tasks.build import build_task, load_trained_task
 
 PAD, EOS = 0, 3
 
 
-def tiny_glat(**kwargs) -> GLAT:
+def tiny_glat(ctc_upsample: float = 0, **kwargs) -> GLAT:
+    """A tiny GLAT, or with `ctc_upsample` > 0 a tiny CTCNAT with that upsampling."""
     layer = {"num_layers": 1, "num_heads": 2, "ffn_dim": 32, "dropout": 0.0}
-    model = GLAT({"class": "TransformerEncoder", **layer}, {"class": "TransformerDecoder", **layer},
-                 d_model=16, src_vocab_size=20, tgt_vocab_size=20, pad_id=PAD, **kwargs)
+    model_class, extra = (CTCNAT, {"upsample": ctc_upsample}) if ctc_upsample else (GLAT, {})
+    model = model_class({"class": "TransformerEncoder", **layer},
+                        {"class": "TransformerDecoder", **layer}, d_model=16, src_vocab_size=20,
+                        tgt_vocab_size=20, pad_id=PAD, **extra, **kwargs)
     return model.eval()
 
 
@@ -134,7 +138,7 @@ def test_glat_overfits_a_small_corpus(small_corpus, tmp_path, output):
     task["trainer"]["lr_scheduler"] = {"class": "Constant", "warmup_steps": 20}
     task["model"].update({"class": "GLAT", "d_model": 64})
     if output == "ctc":
-        task["model"]["ctc_upsample"] = 2
+        task["model"].update({"class": "CTCNAT", "upsample": 2})
         task["criterion"] = {"class": "GlancingCTC"}
         task["generator"] = {"class": "NATGenerator"}
     else:
@@ -195,7 +199,7 @@ def test_ctc_best_alignment_is_the_most_probable_path():
     """Viterbi over the CTC lattice equals exhaustive search over every slot sequence."""
     import itertools
 
-    from paragen.models.ctc import best_alignment, lattice_states
+    from paragen.modules.alignments import ctc_best_alignment as best_alignment, lattice_states
 
     def collapse(path):
         out = [t for i, t in enumerate(path) if t != PAD and (i == 0 or path[i - 1] != t)]
@@ -218,7 +222,7 @@ def test_ctc_best_alignment_is_the_most_probable_path():
 
 def test_fused_ctc_loss_matches_autograd():
     """Loss and logits gradient equal autograd through log_softmax + F.ctc_loss."""
-    from paragen.models.ctc import ctc_loss_from_logits
+    from paragen.criteria.ctc import ctc_loss_from_logits
 
     torch.manual_seed(0)
     vocab = 12
@@ -262,7 +266,7 @@ def test_ctc_glat_lengths_and_criterion_guard():
 
     from paragen.criteria.glancing import GlancingCrossEntropy
     batch = {"src": src, "target": torch.tensor([[9, EOS], [11, EOS]]), "ntokens": 4}
-    with pytest.raises(ConfigError, match="ctc_upsample = 0"):
+    with pytest.raises(ConfigError, match="trains a GLAT"):
         GlancingCrossEntropy(pad_id=PAD)(model, batch)
 
 
@@ -313,7 +317,7 @@ def test_ctc_glancing_uses_the_alignment_and_counts_infeasible_references():
     """Glanced slots get the tokens of the best CTC alignment (not the reference at the same
     position); a reference that cannot fit its slots is glanced nowhere and counted."""
     from paragen.criteria.glancing import GlancingCTC
-    from paragen.models.ctc import best_alignment, lattice_states, min_slots
+    from paragen.modules.alignments import ctc_best_alignment as best_alignment, lattice_states, min_slots
 
     torch.manual_seed(0)
     model = tiny_glat(ctc_upsample=2).train()

@@ -28,7 +28,7 @@ LEVEL = {name: level for level, (_, names) in enumerate(LAYERS) for name in name
 
 
 def unit_of(module: str) -> str:
-    """`paragen.models.glat` → `models`; `paragen.cli` → `cli`."""
+    """`paragen.models.nat.glat` → `models`; `paragen.cli` → `cli`."""
     return module.split(".")[1]
 
 
@@ -77,4 +77,4 @@ def test_the_check_sees_upward_imports(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from paragen.tasks.build import build_task\n")
     assert list(paragen_imports(sample)) == [(2, "paragen.tasks.build")]
-    assert LEVEL[unit_of("paragen.tasks.build")] > LEVEL[unit_of("paragen.models.glat")]
+    assert LEVEL[unit_of("paragen.tasks.build")] > LEVEL[unit_of("paragen.models.nat.glat")]

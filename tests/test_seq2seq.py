@@ -16,7 +16,7 @@ from paragen.errors import ConfigError
 from paragen.generators.nat import NATGenerator
 from paragen.interfaces import PieceJoiner, ServedPredictor
 from paragen.metrics import BLEU, Rouge
-from paragen.models.glat import GLAT
+from paragen.models.nat import CTCNAT
 from paragen.tasks.build import build_task, load_trained_task
 
 LAYER = {"num_layers": 1, "num_heads": 2, "ffn_dim": 64, "dropout": 0.0}
@@ -209,10 +209,10 @@ def test_bleu_counts_every_reference_of_a_row():
 
 
 # ---------------------------------------------------------------- GLAT slots
-def test_ctc_max_slots_caps_training_and_decoding_slots_alike():
-    model = GLAT({"class": "TransformerEncoder", **LAYER}, {"class": "TransformerDecoder", **LAYER},
-                 d_model=16, src_vocab_size=20, tgt_vocab_size=20, pad_id=0, ctc_upsample=1.0,
-                 ctc_max_slots=4).eval()
+def test_max_slots_caps_training_and_decoding_slots_alike():
+    model = CTCNAT({"class": "TransformerEncoder", **LAYER},
+                   {"class": "TransformerDecoder", **LAYER}, d_model=16, src_vocab_size=20,
+                   tgt_vocab_size=20, pad_id=0, upsample=1.0, max_slots=4).eval()
     src = torch.tensor([[5, 6, 7, 8, 9, 10, 3], [5, 6, 3, 0, 0, 0, 0]])  # 7 and 3 tokens
     decoding = NATGenerator(model=model, bos_id=2, eos_id=3, pad_id=0)
     assert decoding.candidate_lengths(None, src.ne(0).sum(-1)).tolist() == [[4], [3]]
@@ -220,9 +220,9 @@ def test_ctc_max_slots_caps_training_and_decoding_slots_alike():
     assert npd.candidate_lengths(None, src.ne(0).sum(-1)).tolist() == [[3, 4, 4], [2, 3, 4]]
     out = model.train()(src, torch.tensor([[11, 12, 3], [11, 3, 0]]), glance_ratio=0.5)
     assert (~out["slot_padding"]).sum(-1).tolist() == [4, 3]
-    with pytest.raises(ValueError, match="ctc_max_slots: a cap"):
-        GLAT({"class": "TransformerEncoder", **LAYER}, {"class": "TransformerDecoder", **LAYER},
-             d_model=16, src_vocab_size=20, tgt_vocab_size=20, pad_id=0, ctc_max_slots=4)
+    with pytest.raises(ValueError, match="max_slots: a cap"):
+        CTCNAT({"class": "TransformerEncoder", **LAYER}, {"class": "TransformerDecoder", **LAYER},
+               d_model=16, src_vocab_size=20, tgt_vocab_size=20, pad_id=0, max_slots=-1)
 
 
 # ---------------------------------------------------------------- end to end
@@ -261,7 +261,7 @@ def test_distill_then_glat_ctc_on_a_seq2seq_task(ar_model, scitldr, tmp_path, ca
     assert main(["distill", "--model", str(ar_model), "--input", str(data / "train.source"),
                  "--output", str(distilled), "--beam", "2"]) == 0
     assert len(distilled.read_text(encoding="utf-8").splitlines()) == 40
-    glat = {"class": "GLAT", "d_model": 32, "ctc_upsample": 1.0, "ctc_max_slots": 48,
+    glat = {"class": "CTCNAT", "d_model": 32, "upsample": 1.0, "max_slots": 48,
             "encoder": {"class": "TransformerEncoder", **LAYER},
             "decoder": {"class": "TransformerDecoder", "causal": False, **LAYER}}
     config = seq2seq_config(scitldr, tmp_path / "glat", model=glat,

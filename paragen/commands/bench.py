@@ -39,6 +39,10 @@ AR_SETTINGS = [("greedy", {"search": {"class": "GreedySearch"}}),
                ("beam4", {"search": {"class": "BeamSearch", "beam_size": 4}})]
 NAT_SINGLE, NAT_NPD = ("single", {"length_beam": 1}), ("NPD-5", {"length_beam": 5})
 NAT_REFINE = ("refine-1", {"refine_steps": 1})
+MASK_PREDICT = [("single", {"iterations": 1, "length_beam": 1}),
+                ("mask-predict-4", {"iterations": 4, "length_beam": 3}),
+                ("mask-predict-10", {"iterations": 10, "length_beam": 3})]
+DAG_SETTINGS = [(name, {"strategy": name}) for name in ("greedy", "lookahead", "viterbi")]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="visit every system this many times in turn; rows give medians")
     parser.add_argument("--limit", type=int, default=0, help="only the first N sentences")
     parser.add_argument("--only", nargs="+", metavar="SETTING",
-                        help="time only these settings (greedy, beam4, single, NPD-5, refine-1)")
+                        help="time only these settings (greedy, beam4, single, NPD-5, refine-1, "
+                             "mask-predict-4, mask-predict-10, lookahead, viterbi)")
     parser.add_argument("--quantize", action="store_true",
                         help="also time int8 dynamic quantization of Linear layers")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -102,20 +107,28 @@ def time_batched(task, split: Dict[str, Any], batch_tokens: int, repeats: int) -
 
 
 def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
+    """The system's name in the table (model class + engine) and the settings timed for it."""
     task_config = stored_config(model)["task"]
-    generator = task_config.get("generator") or {}
-    engine, exported = "", is_exported(model)
-    ctc = bool(task_config["model"].get("ctc_upsample"))
+    generator = str((task_config.get("generator") or {}).get("class", "SequenceGenerator"))
+    model_class, engine, exported = str(task_config["model"]["class"]), "", is_exported(model)
     if exported:
         manifest = read_manifest(model)
         engine = f" {manifest['format']}" + (f" {manifest['quantized']}"
                                              if manifest.get("quantized") else "")
-        ctc = bool(manifest.get("length", {}).get("ctc_upsample"))
-    if generator.get("class", "SequenceGenerator").lower() == "natgenerator":
+        length = manifest.get("length", {})  # exports before `model_class` was recorded
+        upsample = length.get("upsample") or length.get("ctc_upsample")
+        model_class = manifest.get("model_class", "CTCNAT" if upsample else "GLAT")
+    generator = generator.lower()
+    if generator == "natgenerator":
         # Refinement feeds back tokens of fixed slots, which only a length-predicting model has
         # (a CTC output is collapsed afterwards), and it needs the PyTorch model.
-        settings = [NAT_SINGLE, NAT_NPD] + ([] if exported or ctc else [NAT_REFINE])
-        return "NAT" + (" CTC" if ctc else "") + engine, settings
+        length_model = model_class.lower() != "ctcnat"
+        return model_class + engine, [NAT_SINGLE, NAT_NPD] + (
+            [NAT_REFINE] if length_model and not exported else [])
+    if generator == "maskpredictgenerator":
+        return model_class + engine, MASK_PREDICT[:1] if exported else MASK_PREDICT
+    if generator == "daggenerator":
+        return model_class + engine, DAG_SETTINGS
     return "AR" + engine, AR_SETTINGS
 
 

@@ -49,7 +49,8 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
     family = _family(net, model)
     manifest = {"format": fmt, "family": family, "graphs": list(GRAPHS[family]),
                 "quantized": "int8" if quantize else None,
-                "source": os.path.abspath(checkpoint), **_family_settings(net, family),
+                "source": os.path.abspath(checkpoint), "model_class": type(net).__name__,
+                **_family_settings(net, family),
                 "config": _runtime_config(checkpoint)}
     parent = os.path.dirname(os.path.abspath(output))
     os.makedirs(parent, exist_ok=True)
@@ -118,10 +119,12 @@ def _family_settings(net: torch.nn.Module, family: str) -> Dict[str, Any]:
         first = net.decoder.layers[0].self_attn
         return {"max_positions": int(net.decoder.embed.positions.weight.size(0)),
                 "cache_shape": [len(net.decoder.layers), first.num_heads, first.head_dim]}
-    return {"length": {"length_prediction": net.length_prediction,
-                       "max_length_offset": net.max_length_offset,
-                       "max_length": net.max_length, "ctc_upsample": net.ctc_upsample,
-                       "ctc_max_slots": net.ctc_max_slots}}
+    length = {"max_length": net.max_length, "upsample": net.upsample,
+              "max_slots": net.max_slots}
+    if not net.upsample:  # the length classifier's classes → lengths rule
+        length.update(length_prediction=net.length_prediction,
+                      max_length_offset=net.max_length_offset)
+    return {"length": length}
 
 
 def _runtime_config(checkpoint: str) -> Dict[str, Any]:

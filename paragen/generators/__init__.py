@@ -1,5 +1,7 @@
 """Generators: the inference-time model (encoder + search), used by evaluate/generate/serve."""
+from paragen.generators.dag import DAGGenerator
+from paragen.generators.mask_predict import MaskPredictGenerator
 from paragen.generators.nat import NATGenerator
 from paragen.generators.sequence import SequenceGenerator
 
-__all__ = ["NATGenerator", "SequenceGenerator"]
+__all__ = ["DAGGenerator", "MaskPredictGenerator", "NATGenerator", "SequenceGenerator"]

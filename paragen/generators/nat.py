@@ -12,11 +12,10 @@ With `refine_steps` = n > 0, n more passes follow (as in Mask-Predict, Ghazvinin
 tokens back as decoder input (the way glancing showed reference tokens in training) and
 re-predicts the rest. Each pass costs about one decoder pass more.
 
-A CTC model (`ctc_upsample` > 0) has no length classifier: its slot count is upsample ×
-source length, and its output is always collapsed (repeats merged, blanks = the pad id
+A CTC model (`CTCNAT`) has no length classifier: its slot count is upsample × source length, and its output is always collapsed (repeats merged, blanks = the pad id
 dropped). NPD there decodes k slot counts around that one, upsample × source length ×
 (1 + `ctc_slot_step` × offset), offsets centred on 0 (k = 5, step 0.1: ×0.8 … ×1.2). A model
-with `ctc_max_slots` never gets more slots than that cap (a capped sentence's larger
+with `max_slots` never gets more slots than that cap (a capped sentence's larger
 candidates are the cap itself).
 
 A single pass (k = 1, no refinement) returns None for the scores unless `return_scores` is
@@ -34,6 +33,7 @@ from torch import nn
 from paragen.errors import ConfigError
 from paragen.interfaces import NATModel
 from paragen.models.loading import load_trained_model
+from paragen.models.nat import DATransformer
 from paragen.registry import register_generator
 
 
@@ -55,14 +55,16 @@ class NATGenerator(nn.Module):
             raise ConfigError(f"{config_path}.class: NATGenerator needs a NAT model (GLAT, or a "
                               f"class with encode/predict_slots), got {type(model).__name__}; "
                               f"use SequenceGenerator for AR models")
+        if isinstance(model, DATransformer):
+            raise ConfigError(f"{config_path}.class: a DATransformer is decoded by DAGGenerator")
         if refine_steps and not model.supports_refinement:
             raise ValueError(f"{config_path}.refine_steps: this model (an exported graph) "
                              f"decodes in one pass; refine with the PyTorch checkpoint")
         self.model, self.length_beam, self.length_candidates = model, length_beam, length_candidates
         self.refine_steps, self.refine_keep = refine_steps, refine_keep
         self.return_scores = return_scores
-        self.ctc_upsample, self.ctc_slot_step = model.ctc_upsample, ctc_slot_step
-        self.remove_repeats = remove_repeats or bool(self.ctc_upsample)
+        self.upsample, self.ctc_slot_step = model.upsample, ctc_slot_step
+        self.remove_repeats = remove_repeats or bool(self.upsample)
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.reranker = load_reranker(reranker, pad_id, f"{config_path}.reranker") \
             if reranker else None
@@ -70,15 +72,15 @@ class NATGenerator(nn.Module):
     def candidate_lengths(self, length_logits: torch.Tensor, src_lengths: torch.Tensor
                           ) -> torch.Tensor:
         """(B,k) candidate target lengths (eos included), or a CTC model's slot counts."""
-        if self.ctc_upsample:
+        if self.upsample:
             offsets = torch.arange(self.length_beam, device=src_lengths.device) \
                 - (self.length_beam - 1) / 2
-            cap = self.model.ctc_max_slots
-            slots = src_lengths[:, None] * self.ctc_upsample
+            cap = self.model.max_slots
+            slots = src_lengths[:, None] * self.upsample
             if cap:
                 slots = slots.clamp_max(cap)
             slots = slots * (1 + self.ctc_slot_step * offsets)
-            return slots.round().long().clamp(1, cap or int(self.ctc_upsample
+            return slots.round().long().clamp(1, cap or int(self.upsample
                                                             * self.model.max_length))
         k = min(self.length_beam, length_logits.size(-1))
         if self.length_candidates == "topk":
@@ -107,9 +109,10 @@ class NATGenerator(nn.Module):
         with_scores = k > 1 or self.refine_steps > 0 or self.return_scores
         tokens, token_scores = model.predict_slots(src, memory, memory_padding, target_padding,
                                                    with_scores=with_scores)
-        for _ in range(self.refine_steps):
+        for step in range(self.refine_steps):
+            keep_count = self.keep_count(step, lengths)
             tokens, token_scores = self.refine(src, memory, memory_padding, target_padding,
-                                               lengths, tokens, token_scores)
+                                               keep_count, tokens, token_scores)
         tokens = tokens.masked_fill(target_padding, self.pad_id)
         if self.remove_repeats:  # before reranking: the teacher scores the final outputs
             tokens = collapse_repeats(tokens, self.pad_id)
@@ -124,11 +127,15 @@ class NATGenerator(nn.Module):
         tokens = tokens.masked_fill(tokens.eq(self.eos_id), self.pad_id)
         return left_align(tokens, self.pad_id), scores
 
+    def keep_count(self, step: int, lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) slots each row keeps in refinement pass `step`: floor(refine_keep × length)."""
+        return (lengths.to(torch.float32) * self.refine_keep).floor().long()
+
     def refine(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
-               target_padding: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor,
+               target_padding: torch.Tensor, keep_count: torch.Tensor, tokens: torch.Tensor,
                scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """One refinement pass: keep floor(refine_keep × length) most confident slots per row."""
-        keep_count = (lengths.to(torch.float32) * self.refine_keep).floor().long()
+        """One refinement pass: keep the `keep_count` (B,) most confident slots per row,
+        predict the others again given them."""
         rank = scores.masked_fill(target_padding, -torch.inf).argsort(-1, descending=True) \
             .argsort(-1)
         keep = rank < keep_count[:, None]

@@ -20,7 +20,7 @@ from torch import nn
 
 from paragen.errors import DataError
 from paragen.model_folder import SUFFIX, read_manifest
-from paragen.models.glat import GLAT
+from paragen.models.nat import GLAT
 from paragen.registry import register_model
 
 
@@ -119,10 +119,11 @@ class ExportedModel(nn.Module):
             self.decoder = ExportedStepDecoder(self.runner, manifest["max_positions"],
                                                manifest["cache_shape"])
         else:
-            # exports made before CTC models (or their slot cap) existed do not state them
-            self.ctc_upsample, self.ctc_max_slots = 0, 0
+            # exports made before CTC models (or their slot cap) existed do not state them;
+            # those made before the CTC model was its own class call them ctc_*
+            self.upsample, self.max_slots = 0, 0
             for key, value in manifest["length"].items():
-                setattr(self, key, value)
+                setattr(self, key.removeprefix("ctc_"), value)
 
     def forward(self, src: torch.Tensor, segments: Optional[torch.Tensor] = None
                 ) -> Dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from paragen.checkpoint import assign_weights
+from paragen.config import migrate_model_config
 from paragen.model_folder import open_model_folder
 from paragen.registry import build
 from paragen.tokenizers import build_tokenizers
@@ -19,7 +20,8 @@ def load_trained_model(path: str, config_path: str) -> nn.Module:
     task = folder.config["task"]
     src_tokenizer, tgt_tokenizer = build_tokenizers(task["tokenizer"], task["src"], task["tgt"],
                                                     folder.folder, f"{config_path}.tokenizer")
-    model_config = {k: v for k, v in task["model"].items() if k != "path"}
+    model_config = migrate_model_config({k: v for k, v in task["model"].items() if k != "path"},
+                                        f"{config_path}.model")
     if folder.exported:
         model_config["path"] = folder.folder
     model = build("model", model_config, config_path, src_vocab_size=src_tokenizer.vocab_size,

@@ -27,7 +27,7 @@ import paragen.search  # noqa: F401
 import paragen.tokenizers  # noqa: F401
 import paragen.trainers  # noqa: F401
 from paragen.checkpoint import assign_weights
-from paragen.config import apply_overrides, parse_overrides
+from paragen.config import apply_overrides, migrate_model_config, parse_overrides
 from paragen.env import build_env, import_libs
 from paragen.errors import ConfigError
 from paragen.interfaces import missing_members
@@ -50,6 +50,8 @@ def build_task(config: Dict[str, Any], libs: List[str] = (), base_dir: str = "."
     env_config = dict(config.get("env") or {})
     env_config["custom_libs"] = split_libs(env_config.get("custom_libs", [])) + split_libs(libs)
     env = build_env(env_config).setup()
+    if isinstance(config["task"].get("model"), dict):
+        migrate_model_config(config["task"]["model"])
     check_config(config["task"], "task", "task")
     return build("task", config["task"], "task", env=env, config=config,
                  base_dir=base_dir).build()
