@@ -8,8 +8,7 @@
 
 Writes a JSON result: wall time, training tokens/s (median of the logged windows), updates,
 and test2016 sacreBLEU with its signature for the best and the last-3-averaged checkpoints
-(AR: beam 4 and greedy; NAT: one pass, one refinement pass, NPD over 5 lengths, NPD
-reranked by the teacher).
+(the decoding settings of each model family: `decoding_settings`).
 `--evaluate-only` scores a run that already finished. Run it on an otherwise idle machine:
 two processes sharing two cores slow each other down several times over.
 """
@@ -61,16 +60,26 @@ def bleu(model: str, *options: str) -> dict:
 
 
 def decoding_settings(config: str, teacher: str | None) -> list:
-    """AR: beam 4 and greedy. NAT: one pass, NPD over 5 lengths (CTC: 5 slot counts) and
-    AR-reranked NPD, and for length-predicting models one refinement pass (it hurts CTC
-    models, whose blanks and repeats make the kept slots a poor context)."""
+    """AR: beam 4 and greedy. GLAT-style NAT: one pass, NPD over 5 lengths (CTC: 5 slot
+    counts) and AR-reranked NPD, and for length-predicting models one refinement pass (it
+    hurts CTC models, whose blanks and repeats make the kept slots a poor context).
+    CMLM: mask-predict with 1, 4 and 10 iterations over 3 lengths. DA-Transformer: its three
+    path searches."""
     from paragen.config import load_config
 
-    generator = load_config(config)["task"].get("generator") or {}
-    if generator.get("class", "").lower() != "natgenerator":
+    task = load_config(config)["task"]
+    generator = str((task.get("generator") or {}).get("class", "")).lower()
+    if generator == "maskpredictgenerator":
+        return [(f"mask_predict{n}", ["--task.generator.iterations", str(n),
+                                      "--task.generator.length_beam", "1" if n == 1 else "3"])
+                for n in (1, 4, 10)]
+    if generator == "daggenerator":
+        return [(name, ["--task.generator.strategy", name])
+                for name in ("lookahead", "greedy", "viterbi")]
+    if generator != "natgenerator":
         return [("beam4", ["--beam", "4"]), ("greedy", ["--beam", "1"])]
     settings = [("single", []), ("npd5", ["--task.generator.length_beam", "5"])]
-    if load_config(config)["task"]["model"]["class"].lower() != "ctcnat":
+    if task["model"]["class"].lower() != "ctcnat":
         settings.append(("refine1", ["--task.generator.refine_steps", "1"]))
     if teacher:
         settings.append(("npd5_ar_rerank", ["--task.generator.length_beam", "5",
