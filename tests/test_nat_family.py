@@ -126,8 +126,8 @@ def test_dat_glances_only_along_the_best_path(monkeypatch):
     seen = {}
     align = model.align
 
-    def recording_align(hidden, slot_padding, target):
-        seen["tokens"], seen["on_path"] = align(hidden, slot_padding, target)
+    def recording_align(hidden, slot_padding, target, token_logp=None):
+        seen["tokens"], seen["on_path"] = align(hidden, slot_padding, target, token_logp)
         return seen["tokens"], seen["on_path"]
 
     monkeypatch.setattr(model, "align", recording_align)

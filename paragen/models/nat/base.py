@@ -58,6 +58,13 @@ class NATBase(nn.Module):
         """The reference token (B,T) each slot stands for, and (B,T) which slots have one."""
         raise NotImplementedError
 
+    def glance_targets(self, hidden: torch.Tensor, slot_padding: torch.Tensor,
+                       target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What glancing compares, from the first pass's states: each slot's predicted token
+        (B,T), and its reference token and whether it has one (`align`)."""
+        prediction, _ = self.best_tokens(hidden, slot_padding, with_scores=False)
+        return (prediction, *self.align(hidden, slot_padding, target))
+
     def length_logits(self, memory: torch.Tensor, memory_padding: torch.Tensor) -> torch.Tensor:
         """(B, classes); one class for a model whose slot count follows the source."""
         return memory.new_zeros(memory.size(0), 1)

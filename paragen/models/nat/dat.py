@@ -59,16 +59,31 @@ class DATransformer(NATBase):
         scores = torch.bmm(query, key.transpose(1, 2)).float() / query.size(-1) ** 0.5
         return normalize_links(scores, (~slot_padding).sum(-1))
 
-    def target_log_probs(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(B,L,M) log p_v(y_i): each vertex's log-probability of each reference token."""
-        logp = torch.log_softmax(self.output_logits(hidden).float(), dim=-1)
+    def target_log_probs(self, hidden: torch.Tensor, target: torch.Tensor,
+                         logp: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B,L,M) log p_v(y_i): each vertex's log-probability of each reference token
+        (gathered from `logp` (B,L,V), the vertices' log-probabilities, when given)."""
+        if logp is None:
+            logp = torch.log_softmax(self.output_logits(hidden).float(), dim=-1)
         return logp.gather(-1, target[:, None, :].expand(-1, logp.size(1), -1))
 
-    def align(self, hidden: torch.Tensor, slot_padding: torch.Tensor, target: torch.Tensor
-              ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Reference tokens on the vertices of the best path; the other vertices have none."""
+    def glance_targets(self, hidden: torch.Tensor, slot_padding: torch.Tensor,
+                       target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As `NATBase.glance_targets`, with one output-layer pass for both the predictions
+        and the path search (the output layer is most of a DA-Transformer's cost)."""
+        logp = torch.log_softmax(self.output_logits(hidden).float(), dim=-1)
+        return (logp.argmax(-1),
+                *self.align(hidden, slot_padding, target, self.target_log_probs(hidden, target,
+                                                                                logp)))
+
+    def align(self, hidden: torch.Tensor, slot_padding: torch.Tensor, target: torch.Tensor,
+              token_logp: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Reference tokens on the vertices of the best path; the other vertices have none.
+        `token_logp`: `target_log_probs`, if already computed."""
         vertex_lengths, target_lengths = (~slot_padding).sum(-1), target.ne(self.pad_id).sum(-1)
-        path, feasible = dag_best_path(self.target_log_probs(hidden, target),
+        if token_logp is None:
+            token_logp = self.target_log_probs(hidden, target)
+        path, feasible = dag_best_path(token_logp,
                                        self.link_log_probs(hidden, slot_padding),
                                        vertex_lengths, target_lengths)
         tokens, on_path = path_to_vertex_targets(path, target, target_lengths,

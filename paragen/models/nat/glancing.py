@@ -25,8 +25,7 @@ def glance(model: nn.Module, decoder_input: torch.Tensor, memory: torch.Tensor,
     and the glance mask (B,T)."""
     with torch.no_grad():
         hidden = model.decode(decoder_input, memory.detach(), memory_padding, slot_padding)
-        prediction, _ = model.best_tokens(hidden, slot_padding, with_scores=False)
-        reference, alignable = model.align(hidden, slot_padding, target)
+        prediction, reference, alignable = model.glance_targets(hidden, slot_padding, target)
     mask = glancing_mask(prediction, reference, ~alignable, ratio)
     return torch.where(mask.unsqueeze(-1), model.embed_target_tokens(reference),
                        decoder_input), mask
