@@ -105,6 +105,8 @@ def _start(token_logp: torch.Tensor) -> torch.Tensor:
     return start + token_logp[:, :, 0]
 
 
+# The dynamic programs loop over target positions: compiling them would recompile per length.
+@torch.compiler.disable
 def dag_log_likelihood(token_logp: torch.Tensor, links: torch.Tensor,
                        vertex_lengths: torch.Tensor, target_lengths: torch.Tensor
                        ) -> torch.Tensor:
@@ -128,6 +130,7 @@ def dag_log_likelihood(token_logp: torch.Tensor, links: torch.Tensor,
     return torch.where(feasible, answer, torch.full_like(answer, float("-inf")))
 
 
+@torch.compiler.disable
 @torch.no_grad()
 def dag_best_path(token_logp: torch.Tensor, links: torch.Tensor, vertex_lengths: torch.Tensor,
                   target_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
