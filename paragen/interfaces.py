@@ -114,6 +114,24 @@ class NATModel(Protocol):
 
 
 @runtime_checkable
+class DAGModel(Protocol):
+    """What `DAGGenerator` needs of a DA-Transformer (or of its export): upsample × source
+    length vertices (at most `max_slots`, when that is not 0) and, in one pass,
+    `predict_graph(src, memory, memory_padding, vertex_padding (B,L))` → each vertex's best
+    token (B,L), its log-probability (B,L) and the log link probabilities (B,L,L). The path
+    search over them stays with the generator."""
+
+    upsample: float
+    max_slots: int
+
+    def encode(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def predict_graph(self, src: torch.Tensor, memory: torch.Tensor,
+                      memory_padding: torch.Tensor, vertex_padding: torch.Tensor
+                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
 class TokenTypeEncoder(Protocol):
     """An encoder with segment (token type) embeddings of its own, as a pretrained BERT has:
     a sentence-pair model passes it segment ids (`encoder(src, token_types=segments)`) rather

@@ -23,7 +23,7 @@ from paragen.errors import DataError
 
 MANIFEST = "export.json"
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
-FAMILIES = ("ar", "nat", "classifier")  # the graph sets `paragen export` writes
+FAMILIES = ("ar", "nat", "dag", "crf", "classifier")  # the graph sets `paragen export` writes
 CHECKPOINT_PREFERENCE = ("best.pt", "average.pt", "last.pt")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
 

@@ -11,8 +11,9 @@ rounds, so that a slow minute on a shared machine does not land on one system al
 Each timed call includes moving the source to the device and the output back to the host,
 so GPU timings need no extra synchronization and count what a real `generate` pays.
 AR models run greedy and beam 4; NAT models a single pass, plus, for length-predicting
-models, NPD over 5 lengths and (PyTorch only) one refinement pass. Prints a table and writes
-JSON (plus a PNG bar chart when matplotlib is installed).
+models, NPD over 5 lengths and (PyTorch only) one refinement pass; CMLM a single pass and
+(PyTorch only) mask-predict with 4 and 10 iterations; DA-Transformer its three path searches.
+Prints a table and writes JSON (plus a PNG bar chart when matplotlib is installed).
 """
 from __future__ import annotations
 
@@ -204,8 +205,9 @@ def build_systems(args: argparse.Namespace, lines: List[str]) -> List[Dict[str, 
                             "row": {"system": label, "model": model, "threads": threads,
                                     "device": args.device, "precision": precision}})
     if not systems:
+        names = dict.fromkeys(name for model in args.model for name, _ in settings_for(model)[1])
         raise ConfigError(f"--only {' '.join(args.only)}: no such setting for these models "
-                          "(AR: greedy, beam4; NAT: single, NPD-5, refine-1)")
+                          f"(they have: {', '.join(names)})")
     return systems
 
 

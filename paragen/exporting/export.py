@@ -7,6 +7,7 @@ written.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -20,9 +21,10 @@ import torch
 from paragen.decoders import TransformerDecoder
 from paragen.errors import ConfigError
 from paragen.exporting.graphs import DYNAMIC_AXES, GRAPHS, INPUT_NAMES, OUTPUT_NAMES, example_inputs
-from paragen.interfaces import NATModel
+from paragen.interfaces import DAGModel, NATModel
 from paragen.model_folder import MANIFEST, SUFFIX, resolve_checkpoint, stored_config
-from paragen.models import SequenceClassifier
+from paragen.models import NATCRF, SequenceClassifier
+from paragen.registry import lookup
 from paragen.tasks.build import load_trained_task
 
 logger = logging.getLogger("paragen")
@@ -78,14 +80,19 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
 
 def _family(net: torch.nn.Module, model: str) -> str:
     """Which set of graphs (`graphs.GRAPHS`) a model is written as."""
+    if isinstance(net, DAGModel):
+        return "dag"
+    if isinstance(net, NATCRF):
+        return "crf"
     if isinstance(net, NATModel):
         return "nat"
     if isinstance(net, SequenceClassifier):
         return "classifier"
     if isinstance(getattr(net, "decoder", None), TransformerDecoder):
         return "ar"
-    raise ConfigError(f"{model}: export supports Seq2Seq (Transformer), GLAT-style and "
-                      f"SequenceClassifier models, not {type(net).__name__}")
+    raise ConfigError(f"{model}: export supports Seq2Seq (Transformer), NAT (GLAT, CTCNAT, CMLM, "
+                      f"NATCRF, DATransformer) and SequenceClassifier models, not "
+                      f"{type(net).__name__}")
 
 
 def _write_graph(graph: torch.nn.Module, inputs: tuple, family: str, name: str, fmt: str,
@@ -137,7 +144,24 @@ def _runtime_config(checkpoint: str) -> Dict[str, Any]:
     generator = task.get("generator") or {}
     if generator.pop("reranker", None):
         logger.warning("the exported model drops its AR reranker (a separate PyTorch model)")
+    if "class" in generator:
+        _single_pass(generator)
     return config
+
+
+def _single_pass(generator: Dict[str, Any]) -> None:
+    """Set a refining generator (`refinement_setting`: NAT refine_steps, mask-predict
+    iterations) to one pass, which is all an exported NAT model decodes, so that the folder
+    decodes as it is; mask-predict's default is 10 iterations."""
+    generator_class = lookup("generator", generator["class"], "task.generator")
+    if not hasattr(generator_class, "refinement_setting"):
+        return
+    key, single = generator_class.refinement_setting
+    value = generator.get(key, inspect.signature(generator_class).parameters[key].default)
+    if value != single:
+        logger.warning(f"the exported model decodes in one pass: task.generator.{key} "
+                       f"{value} → {single}")
+        generator[key] = single
 
 
 def _copy_tokenizers(config: Dict[str, Any], source_dir: str, target_dir: str) -> None:

@@ -10,6 +10,14 @@ values computed inside), which is what ONNX and TorchScript handle well:
                  decoder: src, memory, memory_padding, target_padding (B,T)
                           → tokens (B,T), token log-probs (B,T)
                  tokens:  the same inputs → tokens (B,T) only (a single pass needs no scores)
+  DAG (DA-       encoder: as NAT
+  Transformer)   graph:   src, memory, memory_padding, vertex_padding (B,L) → each vertex's
+                          best token (B,L), its log-prob (B,L), links (B,L,L); the path
+                          search stays in Python (`DAGGenerator`)
+  CRF (NATCRF)   encoder: as NAT
+                 lattice: the NAT decoder's inputs → candidates (B,T,k), their emissions
+                          (B,T,k), moves (B,T−1,k,k), their log-probs (B,T,k); Viterbi over
+                          the positions stays in Python (`slots_from_lattice`)
   classifier     classifier: src (B,S) [, segments (B,S) for pairs encoded as segments]
   (Sequence-     → logits (B, num_outputs); the pooling and the head are in the graph, the
   Classifier)    softmax and the label names stay in the task, as for the PyTorch model
@@ -91,6 +99,27 @@ class NATTokensGraph(NATDecoderGraph):
                                         with_scores=False)[0]
 
 
+class DAGGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+                vertex_padding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.predict_graph(src, memory, memory_padding, vertex_padding)
+
+
+class CRFLatticeGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+                target_padding: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.predict_lattice(src, memory, memory_padding, target_padding)
+
+
 class ClassifierGraph(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -111,12 +140,12 @@ def example_inputs(model: nn.Module, family: str, batch: int = 3, src_len: int =
             return {"classifier": (src,)}
         segments = (torch.arange(src_len) >= src_len // 2).long() * src.ne(model.pad_id)
         return {"classifier": (src, segments)}
-    if family == "nat":
+    if family in ("nat", "dag", "crf"):
         memory, memory_padding, _ = model.encode(src)
         target_padding = torch.zeros(batch, tgt_len, dtype=torch.bool)
         target_padding[0, -1] = True
-        decoder_inputs = (src, memory, memory_padding, target_padding)
-        return {"encoder": (src,), "decoder": decoder_inputs, "tokens": decoder_inputs}
+        slot_inputs = (src, memory, memory_padding, target_padding)  # or vertices, for a DAG
+        return {name: (src,) if name == "encoder" else slot_inputs for name in GRAPHS[family]}
     memory_kv, memory_padding = AREncoderGraph(model)(src)
     layers, _, heads, _, head_dim = memory_kv.shape[1:]
     past = torch.randn(batch, layers, 2, heads, tgt_len, head_dim)
@@ -127,30 +156,40 @@ def example_inputs(model: nn.Module, family: str, batch: int = 3, src_len: int =
 GRAPHS = {"ar": {"encoder": AREncoderGraph, "step": ARStepGraph},
           "nat": {"encoder": NATEncoderGraph, "decoder": NATDecoderGraph,
                   "tokens": NATTokensGraph},
+          "dag": {"encoder": NATEncoderGraph, "graph": DAGGraph},
+          "crf": {"encoder": NATEncoderGraph, "lattice": CRFLatticeGraph},
           "classifier": {"classifier": ClassifierGraph}}
 
-INPUT_NAMES = {"ar": {"encoder": ["src"], "step": ["token", "memory_kv", "memory_padding",
-                                                   "past_kv"]},
-               "nat": {"encoder": ["src"],
-                       "decoder": ["src", "memory", "memory_padding", "target_padding"]},
-               "classifier": {"classifier": ["src", "segments"]}}  # segments: pairs only
-OUTPUT_NAMES = {"ar": {"encoder": ["memory_kv", "memory_padding"], "step": ["logits", "next_kv"]},
-                "nat": {"encoder": ["memory", "memory_padding", "length_logits"],
-                        "decoder": ["tokens", "scores"], "tokens": ["tokens"]},
-                "classifier": {"classifier": ["logits"]}}
-# Which axes of each input vary at run time (batch, source length, target/past length).
+# Which axes of each input vary at run time (batch, source length, target/past length, vertices).
+_SOURCE_AXES = {"src": {0: "batch", 1: "src_len"}}
+_MEMORY_AXES = {**_SOURCE_AXES, "memory": {0: "batch", 1: "src_len"},
+                "memory_padding": {0: "batch", 1: "src_len"}}
+_SLOT_AXES = {**_MEMORY_AXES, "target_padding": {0: "batch", 1: "tgt_len"}}
+_VERTEX_AXES = {**_MEMORY_AXES, "vertex_padding": {0: "batch", 1: "vertices"}}
 DYNAMIC_AXES = {
-    "ar": {"encoder": {"src": {0: "batch", 1: "src_len"}},
+    "ar": {"encoder": _SOURCE_AXES,
            "step": {"token": {0: "batch"}, "memory_kv": {0: "batch", 4: "src_len"},
                     "memory_padding": {0: "batch", 1: "src_len"},
                     "past_kv": {0: "batch", 4: "past_len"}}},
-    "nat": {"encoder": {"src": {0: "batch", 1: "src_len"}},
-            "decoder": {"src": {0: "batch", 1: "src_len"}, "memory": {0: "batch", 1: "src_len"},
-                        "memory_padding": {0: "batch", 1: "src_len"},
-                        "target_padding": {0: "batch", 1: "tgt_len"}}},
+    # the tokens-only and lattice graphs take the decoder graph's inputs
+    "nat": {"encoder": _SOURCE_AXES, "decoder": _SLOT_AXES, "tokens": _SLOT_AXES},
+    "dag": {"encoder": _SOURCE_AXES, "graph": _VERTEX_AXES},
+    "crf": {"encoder": _SOURCE_AXES, "lattice": _SLOT_AXES},
     "classifier": {"classifier": {"src": {0: "batch", 1: "src_len"},
                                   "segments": {0: "batch", 1: "src_len"},
                                   "logits": {0: "batch"}}}}
-# The tokens-only graph takes the decoder graph's inputs.
-INPUT_NAMES["nat"]["tokens"] = INPUT_NAMES["nat"]["decoder"]
-DYNAMIC_AXES["nat"]["tokens"] = DYNAMIC_AXES["nat"]["decoder"]
+_SLOT_INPUTS = ["src", "memory", "memory_padding", "target_padding"]
+INPUT_NAMES = {"ar": {"encoder": ["src"], "step": ["token", "memory_kv", "memory_padding",
+                                                   "past_kv"]},
+               "nat": {"encoder": ["src"], "decoder": _SLOT_INPUTS, "tokens": _SLOT_INPUTS},
+               "dag": {"encoder": ["src"], "graph": _SLOT_INPUTS[:3] + ["vertex_padding"]},
+               "crf": {"encoder": ["src"], "lattice": _SLOT_INPUTS},
+               "classifier": {"classifier": ["src", "segments"]}}  # segments: pairs only
+_NAT_ENCODER_OUTPUTS = ["memory", "memory_padding", "length_logits"]
+OUTPUT_NAMES = {"ar": {"encoder": ["memory_kv", "memory_padding"], "step": ["logits", "next_kv"]},
+                "nat": {"encoder": _NAT_ENCODER_OUTPUTS, "decoder": ["tokens", "scores"],
+                        "tokens": ["tokens"]},
+                "dag": {"encoder": _NAT_ENCODER_OUTPUTS, "graph": ["tokens", "scores", "links"]},
+                "crf": {"encoder": _NAT_ENCODER_OUTPUTS,
+                        "lattice": ["candidates", "emissions", "moves", "candidate_scores"]},
+                "classifier": {"classifier": ["logits"]}}

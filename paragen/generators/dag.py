@@ -17,6 +17,7 @@ from torch import nn
 from paragen.errors import ConfigError
 from paragen.generators.dag_search import dag_greedy, dag_lookahead, dag_viterbi
 from paragen.generators.nat import left_align
+from paragen.interfaces import DAGModel
 from paragen.models.nat.base import padding_from_counts, upsampled_slot_counts
 from paragen.registry import register_generator
 
@@ -29,9 +30,9 @@ class DAGGenerator(nn.Module):
                  beta: float = 1.0, *, model: nn.Module, bos_id: int, eos_id: int, pad_id: int,
                  config_path: str = "task.generator"):
         super().__init__()
-        if not hasattr(model, "predict_graph"):
-            raise ConfigError(f"{config_path}.class: DAGGenerator decodes a DATransformer, got "
-                              f"{type(model).__name__}")
+        if not isinstance(model, DAGModel):
+            raise ConfigError(f"{config_path}.class: DAGGenerator decodes a DATransformer (or "
+                              f"its export), got {type(model).__name__}")
         self.model, self.strategy, self.beta = model, strategy, beta
         self.eos_id, self.pad_id = eos_id, pad_id
 

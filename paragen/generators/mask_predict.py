@@ -18,6 +18,8 @@ from paragen.registry import register_generator
 
 @register_generator
 class MaskPredictGenerator(NATGenerator):
+    refinement_setting = ("iterations", 1)  # passes counted from the first, not refinements
+
     def __init__(self, iterations: int = 10, length_beam: int = 3, return_scores: bool = False,
                  *, model: nn.Module, bos_id: int, eos_id: int, pad_id: int,
                  config_path: str = "task.generator"):

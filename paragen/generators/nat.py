@@ -31,14 +31,17 @@ import torch
 from torch import nn
 
 from paragen.errors import ConfigError
-from paragen.interfaces import NATModel
+from paragen.interfaces import DAGModel, NATModel
 from paragen.models.loading import load_trained_model
-from paragen.models.nat import DATransformer
 from paragen.registry import register_generator
 
 
 @register_generator
 class NATGenerator(nn.Module):
+    # The setting that asks for refinement passes and its single-pass value: what a model
+    # that cannot refine (an export) is told to set.
+    refinement_setting = ("refine_steps", 0)
+
     def __init__(self, length_beam: int = 1, length_candidates: Literal["topk", "window"] = "topk",
                  remove_repeats: bool = False, reranker: Optional[str] = None,
                  refine_steps: int = 0, refine_keep: float = 0.7, ctc_slot_step: float = 0.1,
@@ -55,11 +58,13 @@ class NATGenerator(nn.Module):
             raise ConfigError(f"{config_path}.class: NATGenerator needs a NAT model (GLAT, or a "
                               f"class with encode/predict_slots), got {type(model).__name__}; "
                               f"use SequenceGenerator for AR models")
-        if isinstance(model, DATransformer):
+        if isinstance(model, DAGModel):
             raise ConfigError(f"{config_path}.class: a DATransformer is decoded by DAGGenerator")
         if refine_steps and not model.supports_refinement:
-            raise ValueError(f"{config_path}.refine_steps: this model (an exported graph) "
-                             f"decodes in one pass; refine with the PyTorch checkpoint")
+            key, single = self.refinement_setting
+            raise ValueError(f"{config_path}.{key}: {type(model).__name__} decodes in one pass "
+                             f"(an exported graph has no input for fed-back tokens); set "
+                             f"{key}: {single}, or decode with the PyTorch checkpoint")
         self.model, self.length_beam, self.length_candidates = model, length_beam, length_candidates
         self.refine_steps, self.refine_keep = refine_steps, refine_keep
         self.return_scores = return_scores

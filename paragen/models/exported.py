@@ -4,7 +4,9 @@
 with `task.model` pointing here, so `paragen generate/evaluate/serve --model OUT` build the
 usual task, tokenizer and generator around it. It offers exactly what the task calls:
   AR:  `.encoder(src)` and a `.decoder` the Python searches (greedy, beam) can drive;
-  NAT: `.encode(src)`, `.predict_slots(...)`, `.class_to_length(...)` as in `GLAT`;
+  NAT: `.encode(src)`, `.predict_slots(...)`, `.class_to_length(...)` as in `GLAT` (for a
+  `NATCRF`, predict_slots runs the lattice graph, then Viterbi in Python);
+  DAG: `.encode(src)`, `.predict_graph(...)` as in `DATransformer` (a `DAGModel`);
   classifier: `model(src[, segments])["logits"]` as `SequenceClassifier` (classification
   and regression tasks).
 ONNX graphs run on onnxruntime (extra `paragen[export]`), TorchScript ones on torch.jit.
@@ -21,11 +23,17 @@ from torch import nn
 from paragen.errors import DataError
 from paragen.model_folder import SUFFIX, read_manifest
 from paragen.models.nat import GLAT
+from paragen.models.nat.crf import slots_from_lattice
 from paragen.registry import register_model
 
 
 class GraphRunner:
-    """Calls a named graph with torch tensors and returns torch tensors, whatever the engine."""
+    """Calls a named graph with torch tensors and returns torch tensors, whatever the engine.
+
+    Inputs are named as the exporter named them, in the graph's order: an ONNX graph leaves
+    out those it does not read (a CMLM's slots start from a learned vector, not from `src`),
+    so only the ones it has are fed.
+    """
 
     def __init__(self, folder: str, fmt: str, names: List[str], threads: Optional[int] = None):
         self.fmt, self.graphs = fmt, {}
@@ -49,15 +57,15 @@ class GraphRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        return session, [i.name for i in session.get_inputs()]
+        return session, {i.name for i in session.get_inputs()}
 
-    def __call__(self, name: str, *inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def __call__(self, name: str, **inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if self.fmt == "torchscript":
             with torch.inference_mode():
-                outputs = self.graphs[name](*inputs)
+                outputs = self.graphs[name](*inputs.values())
             return outputs if isinstance(outputs, tuple) else (outputs,)
-        session, input_names = self.graphs[name]
-        feed = {key: value.numpy(force=True) for key, value in zip(input_names, inputs)}
+        session, used = self.graphs[name]
+        feed = {key: value.numpy(force=True) for key, value in inputs.items() if key in used}
         return tuple(torch.from_numpy(out) for out in session.run(None, feed))
 
 
@@ -85,8 +93,8 @@ class ExportedStepDecoder:
         past = cache[0].get("k")
         if past is None:
             past = torch.zeros(tokens.size(0), self.layers, 2, self.heads, 0, self.head_dim)
-        logits, cache[0]["k"] = self.runner("step", tokens[:, -1:], memory_kv, memory_padding,
-                                            past)
+        logits, cache[0]["k"] = self.runner("step", token=tokens[:, -1:], memory_kv=memory_kv,
+                                            memory_padding=memory_padding, past_kv=past)
         return logits[:, None]
 
 
@@ -107,7 +115,7 @@ class ExportedModel(nn.Module):
         super().__init__()
         folder = path if os.path.isdir(path) else os.path.dirname(path)
         manifest = read_manifest(folder)
-        self.family = manifest["family"]
+        self.family, self.pad_id = manifest["family"], pad_id
         self.runner = GraphRunner(folder, manifest["format"], manifest["graphs"], threads)
         if self.family == "classifier":
             graph = (manifest["num_outputs"], manifest["segments"])
@@ -124,23 +132,37 @@ class ExportedModel(nn.Module):
             self.upsample, self.max_slots = 0, 0
             for key, value in manifest["length"].items():
                 setattr(self, key.removeprefix("ctc_"), value)
+            if self.family == "dag":  # only then is this a `DAGModel`, for the generators
+                self.predict_graph = self._predict_graph
 
     def forward(self, src: torch.Tensor, segments: Optional[torch.Tensor] = None
                 ) -> Dict[str, torch.Tensor]:
         """A classifier's graph, called as `SequenceClassifier` is."""
-        inputs = (src,) if segments is None else (src, segments)
-        return {"logits": self.runner("classifier", *inputs)[0]}
+        inputs = {"src": src} if segments is None else {"src": src, "segments": segments}
+        return {"logits": self.runner("classifier", **inputs)[0]}
 
     def encoder(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self.runner("encoder", src)
+        return self.runner("encoder", src=src)
 
     def encode(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.runner("encoder", src)
+        return self.runner("encoder", src=src)
 
     def predict_slots(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
                       target_padding: torch.Tensor, with_scores: bool = True
                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        inputs = {"src": src, "memory": memory, "memory_padding": memory_padding,
+                  "target_padding": target_padding}
+        if self.family == "crf":
+            lattice = self.runner("lattice", **inputs)
+            scores = lattice[3] if with_scores else None
+            return slots_from_lattice(*lattice[:3], scores, target_padding, self.pad_id)
         # Exports made before the tokens-only graph existed compute the scores regardless.
         if not with_scores and "tokens" in self.runner.graphs:
-            return self.runner("tokens", src, memory, memory_padding, target_padding)[0], None
-        return self.runner("decoder", src, memory, memory_padding, target_padding)
+            return self.runner("tokens", **inputs)[0], None
+        return self.runner("decoder", **inputs)
+
+    def _predict_graph(self, src: torch.Tensor, memory: torch.Tensor,
+                       memory_padding: torch.Tensor, vertex_padding: torch.Tensor
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.runner("graph", src=src, memory=memory, memory_padding=memory_padding,
+                           vertex_padding=vertex_padding)

@@ -100,6 +100,20 @@ def beam_candidates(emissions: torch.Tensor, mask: torch.Tensor, beam: int,
     return candidates, emissions.gather(-1, candidates)
 
 
+def crf_lattice(emissions: torch.Tensor, mask: torch.Tensor, transitions: LowRankTransitions,
+                beam: int, force_tokens: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The beam lattice the dynamic programs run over: (candidates (B,T,k) long, their
+    emissions (B,T,k), moves (B,T−1,k,k) with moves[b,t,i,j] the transition score from
+    candidate i at position t to candidate j at t+1).
+
+    No loop and no value-dependent shape, so a traced graph (`paragen export`) can compute it
+    and leave the position loop of `viterbi_over_lattice` to Python.
+    """
+    candidates, cand_emissions = beam_candidates(emissions, mask, beam, force_tokens)
+    return candidates, cand_emissions, transitions.between(candidates[:, :-1], candidates[:, 1:])
+
+
 # The dynamic programs below loop over positions: compiling them would recompile per length.
 @torch.compiler.disable
 def crf_log_partition(emissions: torch.Tensor, mask: torch.Tensor,
@@ -114,8 +128,7 @@ def crf_log_partition(emissions: torch.Tensor, mask: torch.Tensor,
     alpha, so the final alpha of each row is the one at its own last position.
     Differentiable through emissions and the transition embeddings.
     """
-    candidates, cand_emissions = beam_candidates(emissions, mask, beam, force_tokens)
-    moves = transitions.between(candidates[:, :-1], candidates[:, 1:])  # (B,T−1,k,k)
+    _, cand_emissions, moves = crf_lattice(emissions, mask, transitions, beam, force_tokens)
     alpha = cand_emissions[:, 0]
     for t in range(1, emissions.size(1)):
         step = torch.logsumexp(alpha[:, :, None] + moves[:, t - 1], dim=1) + cand_emissions[:, t]
@@ -134,20 +147,18 @@ def crf_nll(emissions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
 
 
 @torch.compiler.disable
-def crf_viterbi(emissions: torch.Tensor, mask: torch.Tensor, transitions: LowRankTransitions,
-                beam: int, pad_id: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The best-scoring sequence of each row among its beam candidates' sequences:
-    (tokens (B,T) long, `pad_id` past each row's length; scores (B,) their scores).
+def viterbi_over_lattice(cand_emissions: torch.Tensor, moves: torch.Tensor, mask: torch.Tensor
+                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The best path through a beam lattice (`crf_lattice`): (chosen (B,T) long, the index of
+    each position's chosen candidate; scores (B,) the path scores, 0 for an empty row).
 
     Max-product over the beam, remembering each candidate's best predecessor. Past a row's
     length the predecessor of candidate j is candidate j itself, so the backtrace walks
     through the padding unchanged and enters the real positions at the row's best final
-    candidate.
+    candidate (indices at padding are meaningless).
     """
-    candidates, cand_emissions = beam_candidates(emissions, mask, beam)
-    moves = transitions.between(candidates[:, :-1], candidates[:, 1:])
-    batch, length, k = candidates.shape
-    stay = torch.arange(k, device=candidates.device).expand(batch, k)
+    batch, length, k = cand_emissions.shape
+    stay = torch.arange(k, device=cand_emissions.device).expand(batch, k)
     alpha = cand_emissions[:, 0]
     backpointers = []
     for t in range(1, length):
@@ -160,6 +171,14 @@ def crf_viterbi(emissions: torch.Tensor, mask: torch.Tensor, transitions: LowRan
     for previous in reversed(backpointers):
         index = previous.gather(1, index[:, None]).squeeze(1)
         chosen.append(index)
-    chosen = torch.stack(chosen[::-1], dim=1)  # (B,T) index into each position's beam
+    return torch.stack(chosen[::-1], dim=1), scores.masked_fill(~mask[:, 0], 0.0)
+
+
+def crf_viterbi(emissions: torch.Tensor, mask: torch.Tensor, transitions: LowRankTransitions,
+                beam: int, pad_id: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The best-scoring sequence of each row among its beam candidates' sequences:
+    (tokens (B,T) long, `pad_id` past each row's length; scores (B,) their scores)."""
+    candidates, cand_emissions, moves = crf_lattice(emissions, mask, transitions, beam)
+    chosen, scores = viterbi_over_lattice(cand_emissions, moves, mask)
     tokens = candidates.gather(-1, chosen[..., None]).squeeze(-1)
-    return tokens.masked_fill(~mask, pad_id), scores.masked_fill(~mask[:, 0], 0.0)
+    return tokens.masked_fill(~mask, pad_id), scores

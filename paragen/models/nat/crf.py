@@ -21,7 +21,7 @@ import torch
 
 from paragen.checkpoint import load_model_weights
 from paragen.models.nat.glat import GLAT
-from paragen.modules.crf import LowRankTransitions, crf_viterbi
+from paragen.modules.crf import LowRankTransitions, crf_lattice, viterbi_over_lattice
 from paragen.registry import register_model
 
 
@@ -46,6 +46,25 @@ class NATCRF(GLAT):
         if path:
             load_model_weights(self, path)
 
+    def predict_lattice(self, src: torch.Tensor, memory: torch.Tensor,
+                        memory_padding: torch.Tensor, target_padding: torch.Tensor,
+                        given: Optional[torch.Tensor] = None,
+                        given_mask: Optional[torch.Tensor] = None, with_scores: bool = True
+                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                   Optional[torch.Tensor]]:
+        """The slots' beam lattice (`crf_lattice`): candidates (B,T,k), their emissions
+        (B,T,k), the moves between neighbours (B,T−1,k,k), and the candidates' log-probabilities
+        under their slot's own distribution (B,T,k; None with `with_scores=False`). Shapes
+        follow the inputs only, so an exported graph computes it and Viterbi stays in Python
+        (`slots_from_lattice`)."""
+        hidden = self.predict_hidden(src, memory, memory_padding, target_padding, given,
+                                     given_mask)
+        logits = self.output_logits(hidden).float()
+        candidates, emissions, moves = crf_lattice(logits, ~target_padding, self.transitions,
+                                                   self.crf_beam)
+        scores = torch.log_softmax(logits, -1).gather(-1, candidates) if with_scores else None
+        return candidates, emissions, moves, scores
+
     def predict_slots(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
                       target_padding: torch.Tensor, given: Optional[torch.Tensor] = None,
                       given_mask: Optional[torch.Tensor] = None, with_scores: bool = True
@@ -53,12 +72,20 @@ class NATCRF(GLAT):
         """The Viterbi sentence (B,T) over each slot's `crf_beam` best tokens, and each chosen
         token's log-probability under its slot's own distribution (B,T): the per-slot
         confidence that length candidates and refinement rank by."""
-        hidden = self.predict_hidden(src, memory, memory_padding, target_padding, given,
-                                     given_mask)
-        logits = self.output_logits(hidden).float()
-        tokens, _ = crf_viterbi(logits, ~target_padding, self.transitions, self.crf_beam,
-                                pad_id=self.pad_id)
-        if not with_scores:
-            return tokens, None
-        scores = torch.log_softmax(logits, -1).gather(-1, tokens.clamp_min(0)[..., None])[..., 0]
-        return tokens, scores.masked_fill(target_padding, 0.0)
+        lattice = self.predict_lattice(src, memory, memory_padding, target_padding, given,
+                                       given_mask, with_scores)
+        return slots_from_lattice(*lattice, target_padding, self.pad_id)
+
+
+def slots_from_lattice(candidates: torch.Tensor, emissions: torch.Tensor, moves: torch.Tensor,
+                       candidate_scores: Optional[torch.Tensor], target_padding: torch.Tensor,
+                       pad_id: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The Viterbi tokens (B,T), pad past each row's length, and their candidates' scores
+    (B,T), 0 at padding (None when `candidate_scores` is): shared by `NATCRF` and its export,
+    whose lattice comes out of a graph."""
+    chosen, _ = viterbi_over_lattice(emissions, moves, ~target_padding)
+    tokens = candidates.gather(-1, chosen[..., None])[..., 0].masked_fill(target_padding, pad_id)
+    if candidate_scores is None:
+        return tokens, None
+    scores = candidate_scores.gather(-1, chosen[..., None])[..., 0]
+    return tokens, scores.masked_fill(target_padding, 0.0)
