@@ -32,6 +32,7 @@ VERBS = {
     "bench": ("paragen.commands.bench", "decoding speed of trained models, batch 1 and batched"),
     "export": ("paragen.commands.export", "write a model as ONNX or TorchScript graphs"),
     "serve": ("paragen.commands.serve", "HTTP server with dynamic batching (127.0.0.1)"),
+    "list": ("paragen.commands.list", "the registered classes of each kind and their arguments"),
 }
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130

@@ -66,7 +66,8 @@ def lookup(kind: str, class_name: str, path: str = "") -> type:
         names = sorted(c.__name__ for c in table.values())
         raise ConfigError(
             f"{path + '.class' if path else 'class'}: unknown {kind} class {class_name!r}"
-            f"{_closest(str(class_name), names)} (registered: {', '.join(names) or 'none'})")
+            f"{_closest(str(class_name), names)} (registered: {', '.join(names) or 'none'}; "
+            f"`paragen list {kind}` shows their arguments)")
     return cls
 
 
