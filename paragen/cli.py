@@ -36,19 +36,55 @@ VERBS = {
 }
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+
+
+class _DefaultsRawHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default (when it has one worth showing), and the epilog's example
+    lines as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        default = action.default
+        if "%(default)" in help_text or default in (None, False, [], argparse.SUPPRESS) \
+                or not action.option_strings:
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
 OVERRIDE_ROOTS = ("task", "env", "define")
+
+
+OVERRIDES_HELP = """config overrides: any config value, by its dotted path, after the options,
+in either spelling:
+  --task.trainer.max_steps 100   task.trainer.max_steps=100
+  --task.generator.length_beam 5 --env.threads 1 --define.data data/multi30k
+values are YAML (100 is an int, [0.9, 0.98] a list); `paragen list` shows every class's keys"""
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("paragen")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="paragen", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"paragen {version()}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     subparsers = {}
     for verb, (module, help_text) in VERBS.items():
-        sub = subparsers[verb] = verbs.add_parser(verb, help=help_text, description=help_text)
+        sub = subparsers[verb] = verbs.add_parser(
+            verb, help=help_text, description=help_text,
+            formatter_class=_DefaultsRawHelpFormatter)
         sub.set_defaults(module=module, accepts_overrides=False)
         importlib.import_module(module).add_arguments(sub)
         sub.add_argument("--debug", action="store_true",
                          help="show the full traceback of an error (also PARAGEN_DEBUG=1)")
+        if sub.get_default("accepts_overrides"):
+            sub.epilog = OVERRIDES_HELP
     args, extra = parser.parse_known_args(argv)
     args.overrides = extra
     if extra:

@@ -56,3 +56,38 @@ def test_reference_page_is_the_generated_one(capsys):
     assert main(["list", "--markdown"]) == 0
     generated = capsys.readouterr().out
     assert (ROOT / "docs" / "reference.md").read_text(encoding="utf-8") == generated
+
+
+def _verb_parsers():
+    import argparse
+    import importlib
+
+    from paragen.cli import VERBS
+    for verb, (module, _) in VERBS.items():
+        parser = argparse.ArgumentParser(prog=f"paragen {verb}")
+        parser.set_defaults(accepts_overrides=False)
+        importlib.import_module(module).add_arguments(parser)
+        yield verb, parser
+
+
+def test_every_option_of_every_verb_has_help():
+    missing = [f"{verb} {action.option_strings or action.dest}"
+               for verb, parser in _verb_parsers() for action in parser._actions
+               if action.dest != "help" and not action.help]
+    assert not missing
+
+
+def test_version_and_help_with_defaults_and_overrides(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("paragen ")
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    printed = capsys.readouterr().out
+    assert "(default: 127.0.0.1)" in printed and "--task.trainer.max_steps 100" in printed
+    assert "(default: None)" not in printed
+    with pytest.raises(SystemExit):
+        main(["build-tokenizer", "--help"])
+    assert "config overrides" not in capsys.readouterr().out  # takes no config

@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True,
                         help="model folder or checkpoint (repeat for several)")
     parser.add_argument("--input", required=True, help="source sentences, one per line")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="thread counts to time each system at")
     parser.add_argument("--max-tokens", type=int, nargs="+", default=[4096],
                         help="padded source tokens per batch; the first is the headline")
     parser.add_argument("--batch-tokens", type=int, nargs="+", dest="max_tokens",

@@ -25,10 +25,13 @@ from paragen.tokenizers import SentencePieceTokenizer
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", required=True, help="text files to learn from")
     parser.add_argument("--output", required=True, help="model prefix: writes PREFIX.model/.vocab")
-    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--vocab-size", type=int, default=8000,
+                        help="pieces in the vocabulary, special tokens included")
     parser.add_argument("--model-type", default="unigram", choices=["unigram", "bpe", "char",
-                                                                      "word"])
-    parser.add_argument("--character-coverage", type=float, default=1.0)
+                                                                      "word"],
+                        help="SentencePiece's segmentation algorithm")
+    parser.add_argument("--character-coverage", type=float, default=1.0,
+                        help="share of characters the vocabulary covers (rarer ones become unk)")
     parser.add_argument("--column", help="the inputs are TSV files with a header: learn from "
                                          "this column (e.g. sentence)")
     parser.add_argument("--squad", choices=("all", "train", "test"),

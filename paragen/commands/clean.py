@@ -30,17 +30,22 @@ _NOT_WORD = re.compile(r"[\W\d_]+", re.UNICODE)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--src", required=True)
-    parser.add_argument("--tgt", required=True)
-    parser.add_argument("--src-lang", default="de")
-    parser.add_argument("--tgt-lang", default="en")
-    parser.add_argument("--output-prefix", required=True)
-    parser.add_argument("--min-words", type=int, default=1)
-    parser.add_argument("--max-words", type=int, default=250)
-    parser.add_argument("--max-ratio", type=float, default=3.0)
-    parser.add_argument("--langid-min-chars", type=int, default=30)
-    parser.add_argument("--no-normalize", action="store_true")
-    parser.add_argument("--no-langid", action="store_true")
+    parser.add_argument("--src", required=True, help="source side, one sentence per line")
+    parser.add_argument("--tgt", required=True, help="target side, line-aligned with --src")
+    parser.add_argument("--src-lang", default="de", help="expected language of --src")
+    parser.add_argument("--tgt-lang", default="en", help="expected language of --tgt")
+    parser.add_argument("--output-prefix", required=True,
+                        help="writes PREFIX.SRC_LANG, PREFIX.TGT_LANG and the removed pairs")
+    parser.add_argument("--min-words", type=int, default=1, help="fewest words per side")
+    parser.add_argument("--max-words", type=int, default=250, help="most words per side")
+    parser.add_argument("--max-ratio", type=float, default=3.0,
+                        help="largest length ratio between the two sides")
+    parser.add_argument("--langid-min-chars", type=int, default=30,
+                        help="shorter lines skip language identification")
+    parser.add_argument("--no-normalize", action="store_true",
+                        help="keep punctuation as it is (no Moses normalisation)")
+    parser.add_argument("--no-langid", action="store_true",
+                        help="skip the language-identification filter")
 
 
 def read_pairs(src: str, tgt: str) -> Iterator[Tuple[int, str, str]]:

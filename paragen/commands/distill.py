@@ -25,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="teacher checkpoint folder or .pt file")
     parser.add_argument("--input", required=True, help="source side of the training data")
     parser.add_argument("--output", required=True, help="distilled target side (appended to)")
-    parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--beam", type=int, default=4, help="the teacher's beam size")
     parser.add_argument("--max-tokens", type=int, default=8192, help="token budget per batch")
-    parser.add_argument("--chunk-lines", type=int, default=CHUNK_LINES)
+    parser.add_argument("--chunk-lines", type=int, default=CHUNK_LINES,
+                        help="lines translated and written per chunk (the resume unit)")
     parser.add_argument("--lib", action="append", default=[],
                         help="plug-in module or folder that registers the teacher's classes")
 

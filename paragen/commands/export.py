@@ -10,11 +10,13 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint folder or .pt file")
-    parser.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    parser.add_argument("--format", required=True, choices=["onnx", "torchscript"],
+                        help="graph format (ONNX runs in onnxruntime)")
     parser.add_argument("--output", required=True, help="folder to write (replaced if exported)")
     parser.add_argument("--quantize", choices=["int8"],
                         help="ONNX only: int8 weights (onnxruntime dynamic quantization)")
-    parser.add_argument("--lib", action="append", default=[])
+    parser.add_argument("--lib", action="append", default=[],
+                        help="plug-in module or folder to import (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:

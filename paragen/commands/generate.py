@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "jsonl"), default="text",
                         help="text: the answer alone (translation, label); jsonl: the whole "
                              "answer as JSON (label probabilities)")
-    parser.add_argument("--lib", action="append", default=[])
+    parser.add_argument("--lib", action="append", default=[], help="plug-in module or folder to import (repeatable)")
     parser.set_defaults(accepts_overrides=True)
 
 

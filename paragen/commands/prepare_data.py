@@ -49,7 +49,8 @@ MULTI30K_SHA256: Dict[str, str] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=["multi30k", "scitldr"], default="multi30k")
+    parser.add_argument("--dataset", choices=["multi30k", "scitldr"], default="multi30k",
+                        help="which corpus to prepare")
     parser.add_argument("--output", required=True, help="folder to write the files into")
     parser.add_argument("--source", default=None,
                         help="local folder to copy from (default: $PARAGEN_DATA/<dataset>, "
@@ -58,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="download from --base-url instead of copying from --source")
     parser.add_argument("--base-url", default=MULTI30K_URL,
                         help="folder URL holding train.L.gz, val.L.gz, test_2016_flickr.L.gz")
-    parser.add_argument("--langs", nargs="+", choices=MULTI30K_LANGS, default=["de", "en"])
+    parser.add_argument("--langs", nargs="+", choices=MULTI30K_LANGS, default=["de", "en"],
+                        help="Multi30k languages to copy")
 
 
 SCITLDR_SPLITS = ("train", "dev", "test")

@@ -15,8 +15,9 @@ from paragen.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model folder or checkpoint")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (0.0.0.0 exposes the server to the network)")
+    parser.add_argument("--port", type=int, default=8080, help="TCP port to listen on")
     parser.add_argument("--max-tokens", type=int, default=4096,
                         help="input tokens merged into one model call")
     parser.add_argument("--max-batch-tokens", type=int, dest="max_tokens",
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "translation only, translate it in pieces at sentence "
                              "boundaries (split)")
     parser.add_argument("--beam", type=int, help="AR beam size (1 = greedy)")
-    parser.add_argument("--lib", action="append", default=[])
+    parser.add_argument("--lib", action="append", default=[], help="plug-in module or folder to import (repeatable)")
     parser.set_defaults(accepts_overrides=True)
 
 
