@@ -33,6 +33,7 @@ VERBS = {
     "export": ("paragen.commands.export", "write a model as ONNX or TorchScript graphs"),
     "serve": ("paragen.commands.serve", "HTTP server with dynamic batching (127.0.0.1)"),
     "list": ("paragen.commands.list", "the registered classes of each kind and their arguments"),
+    "plot": ("paragen.commands.plot", "loss, learning rate, validation and speed of a run (PNG)"),
 }
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
