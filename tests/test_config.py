@@ -8,6 +8,7 @@ import yaml
 import paragen.tasks  # noqa: F401  (imports, and so registers, every built-in class)
 from paragen.config import apply_overrides, load_config, parse_overrides
 from paragen.errors import ConfigError
+from paragen.env import import_libs
 from paragen.registry import build, check_config, coerce, register_metric, registered
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,4 +126,6 @@ def test_every_recipe_names_registered_classes_and_keys_they_take(recipe):
     """A recipe whose class was renamed or whose key was dropped fails here, not at a user's
     first `paragen train`."""
     config = load_config(str(REPO / recipe))
+    libs = (config.get("env") or {}).get("custom_libs") or []
+    import_libs([str(REPO / lib) for lib in ([libs] if isinstance(libs, str) else libs)])
     check_config(config["task"], "task", "task")
