@@ -22,7 +22,8 @@ from paragen.checkpoint import load_checkpoint
 from paragen.errors import DataError
 
 MANIFEST = "export.json"
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}  # graph formats: one file per graph
+ENGINES = ("ctranslate2",)  # whole-model formats, run by their own engine (no graphs)
 FAMILIES = ("ar", "nat", "dag", "crf", "classifier")  # the graph sets `paragen export` writes
 CHECKPOINT_PREFERENCE = ("best.pt", "average.pt", "last.pt")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -58,8 +59,8 @@ def read_manifest(folder: str) -> Dict[str, Any]:
     for key in ("format", "family", "graphs", "config"):
         if key not in manifest:
             raise DataError(f"{path}: key '{key}' missing")
-    if manifest["format"] not in SUFFIX:
-        raise DataError(f"{path}: format must be one of {sorted(SUFFIX)}, got "
+    if manifest["format"] not in SUFFIX and manifest["format"] not in ENGINES:
+        raise DataError(f"{path}: format must be one of {sorted(SUFFIX) + list(ENGINES)}, got "
                         f"{manifest['format']!r}")
     if manifest["family"] not in FAMILIES:
         raise DataError(f"{path}: family must be one of {', '.join(FAMILIES)}, got "
@@ -105,6 +106,10 @@ def open_model_folder(model: str) -> ModelFolder:
     if is_exported(model):
         manifest = read_manifest(model)
         config, folder, weights, checkpoint = manifest["config"], os.path.abspath(model), None, None
+        if manifest["format"] == "ctranslate2":
+            # registers the model and generator its config names; ctranslate2 itself is
+            # imported only when the model is built
+            import paragen.exporting.ctranslate2_runtime  # noqa: F401
     else:
         checkpoint = resolve_checkpoint(model)
         state = load_checkpoint(checkpoint, mmap=True)

@@ -10,9 +10,11 @@ With `--rounds N` every system is timed N times in turn and each number is the m
 rounds, so that a slow minute on a shared machine does not land on one system alone.
 Each timed call includes moving the source to the device and the output back to the host,
 so GPU timings need no extra synchronization and count what a real `generate` pays.
-AR models run greedy and beam 4; NAT models a single pass, plus, for length-predicting
-models, NPD over 5 lengths and (PyTorch only) one refinement pass; CMLM a single pass and
-(PyTorch only) mask-predict with 4 and 10 iterations; DA-Transformer its three path searches.
+AR models run greedy and beam 4 (a CTranslate2 export too: in float32 and, with --quantize
+or from an int8 export, in int8, as rows "CTranslate2 float32 greedy" ...); NAT models a
+single pass, plus, for length-predicting models, NPD over 5 lengths and (PyTorch only) one
+refinement pass; CMLM a single pass and (PyTorch only) mask-predict with 4 and 10
+iterations; DA-Transformer its three path searches.
 Prints a table and writes JSON (plus a PNG bar chart when matplotlib is installed).
 """
 from __future__ import annotations
@@ -44,6 +46,8 @@ MASK_PREDICT = [("single", {"iterations": 1, "length_beam": 1}),
                 ("mask-predict-4", {"iterations": 4, "length_beam": 3}),
                 ("mask-predict-10", {"iterations": 10, "length_beam": 3})]
 DAG_SETTINGS = [(name, {"strategy": name}) for name in ("greedy", "lookahead", "viterbi")]
+CT2 = "CTranslate2"  # the system name of a CTranslate2 export (`CTranslate2Generator` settings)
+CT2_SETTINGS = [("greedy", {"beam_size": 1}), ("beam4", {"beam_size": 4})]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time only these settings (greedy, beam4, single, NPD-5, refine-1, "
                              "mask-predict-4, mask-predict-10, lookahead, viterbi)")
     parser.add_argument("--quantize", action="store_true",
-                        help="also time int8 dynamic quantization of Linear layers")
+                        help="also time int8 dynamic quantization of Linear layers (a float32 "
+                             "CTranslate2 export: CTranslate2's int8 compute type)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                         help="as env.precision when decoding: bf16 weights, under autocast")
@@ -115,6 +120,8 @@ def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
     model_class, engine, exported = str(task_config["model"]["class"]), "", is_exported(model)
     if exported:
         manifest = read_manifest(model)
+        if manifest["format"] == "ctranslate2":
+            return CT2, CT2_SETTINGS
         engine = f" {manifest['format']}" + (f" {manifest['quantized']}"
                                              if manifest.get("quantized") else "")
         length = manifest.get("length", {})  # exports before `model_class` was recorded
@@ -135,13 +142,18 @@ def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
 
 
 def build_for(model: str, setting: Dict[str, Any], quantize: bool, device: str,
-              precision: str, libs: List[str]):
+              precision: str, libs: List[str], ctranslate2: bool = False):
+    """The task of one system. A CTranslate2 export takes torch's current thread count as its
+    intra-op threads and runs int8 through its compute type, not torch's quantization."""
     overrides = [f"task.generator.{k}={v}" for k, v in setting.items() if k != "search"]
     overrides += [f"env.device={device}", f"env.precision={precision}"]
+    if ctranslate2:
+        overrides.append(f"task.model.threads={torch.get_num_threads()}")
+        overrides += ["task.model.compute_type=int8"] if quantize else []
     task = load_trained_task(model, "infer", overrides, search=setting.get("search"), libs=libs,
                              needs=Translator)
     task.generator.eval()
-    if quantize:
+    if quantize and not ctranslate2:
         task.model = torch.ao.quantization.quantize_dynamic(task.model, {torch.nn.Linear},
                                                             dtype=torch.qint8)
         task.generator.model = task.model
@@ -187,19 +199,27 @@ def build_systems(args: argparse.Namespace, lines: List[str]) -> List[Dict[str, 
     systems = []
     for model in args.model:
         kind, settings = settings_for(model)
-        # int8 quantization applies to PyTorch models; an exported one is quantized at export
-        quantizable = [False, True] if args.quantize and not is_exported(model) else [False]
-        # int8 is an fp32 model's variant; bf16 runs unquantized
+        ct2_int8 = kind == CT2 and read_manifest(model).get("quantized") == "int8"
+        # int8 quantization applies to PyTorch models and, at load, to a float32 CTranslate2
+        # export; another exported one is quantized at export
+        quantizable = [False, True] if args.quantize and (
+            not is_exported(model) or kind == CT2 and not ct2_int8) else [False]
+        # int8 is an fp32 model's variant; bf16 runs unquantized (CTranslate2: not at all)
         variants = [(precision, quantize) for precision in args.precision
-                    for quantize in (quantizable if precision == "fp32" else [False])]
+                    for quantize in (quantizable if precision == "fp32" else [False])
+                    if kind != CT2 or precision == "fp32"]
         for (name, setting), (precision, quantize), threads in itertools.product(
                 settings, variants, args.threads):
             if args.only and name not in args.only:
                 continue
             torch.set_num_threads(threads)  # before building: ONNX sessions fix it
-            task = build_for(model, setting, quantize, args.device, precision, args.lib)
-            label = " ".join([kind, name] + ([precision] if precision != "fp32" else [])
-                             + (["int8"] if quantize else []))
+            task = build_for(model, setting, quantize, args.device, precision, args.lib,
+                             ctranslate2=kind == CT2)
+            if kind == CT2:
+                label = f"{CT2} {'int8' if quantize or ct2_int8 else 'float32'} {name}"
+            else:
+                label = " ".join([kind, name] + ([precision] if precision != "fp32" else [])
+                                 + (["int8"] if quantize else []))
             split = task.encode(lines)
             warm_up(task, split, args.max_tokens[0])
             systems.append({"task": task, "split": split, "timings": [],
@@ -261,7 +281,7 @@ def model_name(row: Dict[str, Any]) -> str:
 def format_row(row: Dict[str, Any]) -> str:
     batched = "  ".join(f"{b['sentences_per_s']:7.1f} sent/s ({b['batch_tokens']} tok)"
                         for b in row["batched_at"])
-    return (f"{row['system']:<20} {model_name(row):<28} threads={row['threads']}  batch 1: "
+    return (f"{row['system']:<26} {model_name(row):<28} threads={row['threads']}  batch 1: "
             f"{row['batch1']['sentences_per_s']:7.1f} sent/s "
             f"({row['batch1']['ms_per_sentence_median']:6.2f} ms median)  batched: {batched}")
 

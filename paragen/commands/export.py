@@ -1,7 +1,8 @@
-"""`paragen export --model DIR --format onnx|torchscript --output OUT`.
+"""`paragen export --model DIR --format onnx|torchscript|ctranslate2 --output OUT`.
 
 OUT then runs wherever a model folder does: `paragen generate/evaluate/serve/bench --model OUT`
-(ONNX through onnxruntime: `pip install 'paragen[export]'`).
+(ONNX through onnxruntime: `pip install 'paragen[export]'`; CTranslate2, for the AR
+Transformer: `pip install 'paragen[ctranslate2]'`).
 """
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint folder or .pt file")
-    parser.add_argument("--format", required=True, choices=["onnx", "torchscript"],
-                        help="graph format (ONNX runs in onnxruntime)")
+    parser.add_argument("--format", required=True, choices=["onnx", "torchscript", "ctranslate2"],
+                        help="graphs for onnxruntime or torch.jit, or a CTranslate2 model (AR)")
     parser.add_argument("--output", required=True, help="folder to write (replaced if exported)")
     parser.add_argument("--quantize", choices=["int8"],
-                        help="ONNX only: int8 weights (onnxruntime dynamic quantization)")
+                        help="int8 weights: ONNX through onnxruntime's dynamic quantization, "
+                             "CTranslate2 with its own per-row scales")
     parser.add_argument("--lib", action="append", default=[],
                         help="plug-in module or folder to import (repeatable)")
 
@@ -25,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = export_model(args.model, args.format, args.output, args.lib,
                             quantize=args.quantize == "int8")
     kind = args.format + (" int8" if args.quantize else "")
-    print(f"exported {manifest['family'].upper()} model {args.model} as {kind} "
-          f"({', '.join(manifest['graphs'])}) to {args.output}")
+    parts = f" ({', '.join(manifest['graphs'])})" if manifest["graphs"] else ""
+    print(f"exported {manifest['family'].upper()} model {args.model} as {kind}{parts} "
+          f"to {args.output}")
     return 0

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import torch
 
@@ -22,7 +22,7 @@ from paragen.decoders import TransformerDecoder
 from paragen.errors import ConfigError
 from paragen.exporting.graphs import DYNAMIC_AXES, GRAPHS, INPUT_NAMES, OUTPUT_NAMES, example_inputs
 from paragen.interfaces import DAGModel, NATModel
-from paragen.model_folder import MANIFEST, SUFFIX, resolve_checkpoint, stored_config
+from paragen.model_folder import ENGINES, MANIFEST, SUFFIX, resolve_checkpoint, stored_config
 from paragen.models import NATCRF, SequenceClassifier
 from paragen.registry import lookup
 from paragen.tasks.build import load_trained_task
@@ -35,16 +35,20 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
                  quantize: bool = False) -> Dict[str, Any]:
     """Export the checkpoint `model` (folder or .pt) to the folder `output`; returns the manifest.
 
-    `quantize` (ONNX only) stores MatMul/Gemm weights as int8 with onnxruntime's dynamic
-    quantization: smaller and faster on CPU, but no longer token-for-token equal.
+    `quantize` (ONNX) stores MatMul/Gemm weights as int8 with onnxruntime's dynamic
+    quantization: smaller and faster on CPU, but no longer token-for-token equal. The
+    `ctranslate2` format is a CTranslate2 model instead of graphs (`ctranslate2.py`).
     """
+    if fmt == "ctranslate2":
+        from paragen.exporting.ctranslate2 import export_ctranslate2
+
+        return export_ctranslate2(model, output, libs, quantize)
     if fmt not in SUFFIX:
-        raise ConfigError(f"--format: expected one of {sorted(SUFFIX)}, got {fmt!r}")
+        raise ConfigError(f"--format: expected one of {sorted(SUFFIX) + list(ENGINES)}, "
+                          f"got {fmt!r}")
     if quantize and fmt != "onnx":
-        raise ConfigError("--quantize int8 applies to --format onnx")
-    if os.path.exists(output) and not os.path.isfile(os.path.join(output, MANIFEST)) \
-            and (not os.path.isdir(output) or os.listdir(output)):
-        raise ConfigError(f"--output {output}: exists and is not an exported model folder")
+        raise ConfigError("--quantize int8 applies to --format onnx and ctranslate2")
+    check_output(output)
     checkpoint = resolve_checkpoint(model)
     task = load_trained_task(checkpoint, "infer", libs=libs)
     net = task.model.eval()
@@ -53,11 +57,9 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
                 "quantized": "int8" if quantize else None,
                 "source": os.path.abspath(checkpoint), "model_class": type(net).__name__,
                 **_family_settings(net, family),
-                "config": _runtime_config(checkpoint)}
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
+                "config": runtime_config(checkpoint)}
+
+    def write_graphs(staging: str) -> None:
         inputs = example_inputs(net, family)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter about constants we chose
@@ -66,7 +68,30 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
                 _write_graph(graph_class(net).eval(), inputs[name], family, name, fmt, path)
                 if quantize:
                     _quantize_int8(path)
-        _copy_tokenizers(manifest["config"], os.path.dirname(checkpoint), staging)
+
+    publish(output, manifest, os.path.dirname(checkpoint), write_graphs)
+    return manifest
+
+
+def check_output(output: str) -> None:
+    """`--output` may be replaced only when it is an exported folder (or empty): checked before
+    the model loads."""
+    if os.path.exists(output) and not os.path.isfile(os.path.join(output, MANIFEST)) \
+            and (not os.path.isdir(output) or os.listdir(output)):
+        raise ConfigError(f"--output {output}: exists and is not an exported model folder")
+
+
+def publish(output: str, manifest: Dict[str, Any], checkpoint_dir: str,
+            write: Callable[[str], None]) -> None:
+    """Write the folder beside `output` (`write(folder)`, then the tokenizer model(s) from
+    `checkpoint_dir` and the manifest) and rename it into place, so that a failed export
+    leaves nothing half written and an earlier export stays until the new one is whole."""
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        write(staging)
+        copy_tokenizers(manifest["config"], checkpoint_dir, staging)
         with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)
         os.chmod(staging, 0o755)  # mkdtemp makes it private
@@ -75,7 +100,6 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
         os.replace(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return manifest
 
 
 def _family(net: torch.nn.Module, model: str) -> str:
@@ -134,7 +158,7 @@ def _family_settings(net: torch.nn.Module, family: str) -> Dict[str, Any]:
     return {"length": length}
 
 
-def _runtime_config(checkpoint: str) -> Dict[str, Any]:
+def runtime_config(checkpoint: str) -> Dict[str, Any]:
     """The stored config for inference: no training parts, the model replaced by the graphs."""
     config = stored_config(checkpoint)
     task = config["task"]
@@ -164,7 +188,7 @@ def _single_pass(generator: Dict[str, Any]) -> None:
         generator[key] = single
 
 
-def _copy_tokenizers(config: Dict[str, Any], source_dir: str, target_dir: str) -> None:
+def copy_tokenizers(config: Dict[str, Any], source_dir: str, target_dir: str) -> None:
     cfg = config["task"]["tokenizer"]
     for entry in [cfg] if "class" in cfg else cfg.values():
         if "model" in entry:
