@@ -106,10 +106,6 @@ def open_model_folder(model: str) -> ModelFolder:
     if is_exported(model):
         manifest = read_manifest(model)
         config, folder, weights, checkpoint = manifest["config"], os.path.abspath(model), None, None
-        if manifest["format"] == "ctranslate2":
-            # registers the model and generator its config names; ctranslate2 itself is
-            # imported only when the model is built
-            import paragen.exporting.ctranslate2_runtime  # noqa: F401
     else:
         checkpoint = resolve_checkpoint(model)
         state = load_checkpoint(checkpoint, mmap=True)

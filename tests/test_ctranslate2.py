@@ -23,7 +23,6 @@ from paragen.checkpoint import save_checkpoint
 from paragen.cli import main
 from paragen.tasks.build import build_task, load_trained_task
 
-pytest.importorskip("ctranslate2")
 
 SENTENCES = 20
 GREEDY = {"class": "GreedySearch", "max_length_b": 5}
@@ -190,6 +189,13 @@ def test_int8_export_generate_and_bench(small_corpus, sources, tmp_path, monkeyp
     assert main(["generate", "--model", str(int8), "--input", str(inputs),
                  "--output", str(outputs), "--task.generator.beam_size", "2"]) == 0
     assert len(outputs.read_text(encoding="utf-8").splitlines()) == SENTENCES
+    greedy = tmp_path / "greedy.en"  # --beam N sets CTranslate2's beam as it does ours
+    assert main(["generate", "--model", str(float32), "--input", str(inputs),
+                 "--output", str(greedy), "--beam", "1"]) == 0
+    ours = tmp_path / "ours.en"
+    assert main(["generate", "--model", str(model), "--input", str(inputs),
+                 "--output", str(ours), "--beam", "1"]) == 0
+    assert greedy.read_text(encoding="utf-8") == ours.read_text(encoding="utf-8")
     report = tmp_path / "speed.json"
     bench = ["bench", "--input", str(inputs), "--limit", "5", "--threads", "1", "--repeats", "1",
              "--output", str(report)]

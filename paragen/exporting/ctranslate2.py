@@ -17,7 +17,7 @@ Vocabularies are the tokenizers' pieces in id order. The config names the pieces
 source as `Seq2SeqTask.encode` does: pieces from SentencePiece, without eos, translate as is.
 
 The folder also holds the tokenizer model(s) and `export.json`, whose config runs the folder
-through `CTranslate2Model` and `CTranslate2Generator` (see `ctranslate2_runtime.py`), so
+through `CTranslate2Model` and `CTranslate2Generator` (`paragen.models.ctranslate2`, `paragen.generators.ctranslate2`), so
 `paragen generate/evaluate/serve/bench --model OUT` run it like any model folder.
 """
 from __future__ import annotations
@@ -33,20 +33,11 @@ from paragen.encoders import TransformerEncoder
 from paragen.errors import ConfigError
 from paragen.model_folder import resolve_checkpoint
 from paragen.models import Seq2Seq
+from paragen.models.ctranslate2 import import_ctranslate2
 from paragen.modules.layers import MultiheadAttention, TransformerLayer
 from paragen.search import BeamSearch, GreedySearch
 
 FORMAT = "ctranslate2"
-
-
-def import_ctranslate2():
-    """The ctranslate2 module, or a one-line error saying how to install it."""
-    try:
-        import ctranslate2
-    except ImportError:
-        raise ConfigError("CTranslate2 models need the ctranslate2 package: "
-                          "pip install 'paragen[ctranslate2]'") from None
-    return ctranslate2
 
 
 def export_ctranslate2(model: str, output: str, libs: Sequence[str] = (),

@@ -1,7 +1,8 @@
 """Generators: the inference-time model (encoder + search), used by evaluate/generate/serve."""
+from paragen.generators.ctranslate2 import CTranslate2Generator
 from paragen.generators.dag import DAGGenerator
 from paragen.generators.mask_predict import MaskPredictGenerator
 from paragen.generators.nat import NATGenerator
 from paragen.generators.sequence import SequenceGenerator
 
-__all__ = ["DAGGenerator", "MaskPredictGenerator", "NATGenerator", "SequenceGenerator"]
+__all__ = ["CTranslate2Generator", "DAGGenerator", "MaskPredictGenerator", "NATGenerator", "SequenceGenerator"]

@@ -112,6 +112,10 @@ def load_trained_task(model: str, mode: str, overrides: List[str] = (),
         task_cfg.pop(key, None)
     if search is not None:
         generator = task_cfg.setdefault("generator", {"class": "SequenceGenerator"})
+        if str(generator.get("class", "")).lower() == "ctranslate2generator":
+            generator["beam_size"] = search.get("beam_size", 1)  # CTranslate2 runs the search
+            search = None
+    if search is not None:
         if str(generator.get("class", "")).lower() != "sequencegenerator":
             raise ConfigError(f"--beam applies to autoregressive models; {model} uses "
                               f"{generator.get('class')} (try --task.generator.length_beam 5)")
