@@ -3,5 +3,7 @@ from paragen.generators.dag import DAGGenerator
 from paragen.generators.mask_predict import MaskPredictGenerator
 from paragen.generators.nat import NATGenerator
 from paragen.generators.sequence import SequenceGenerator
+from paragen.generators.speculative import SpeculativeGenerator
 
-__all__ = ["DAGGenerator", "MaskPredictGenerator", "NATGenerator", "SequenceGenerator"]
+__all__ = ["DAGGenerator", "MaskPredictGenerator", "NATGenerator", "SequenceGenerator",
+           "SpeculativeGenerator"]
