@@ -11,7 +11,7 @@ from torch import nn
 
 from paragen.errors import ConfigError
 from paragen.generators import SequenceGenerator, SpeculativeGenerator
-from paragen.models.nat import CTCNAT, GLAT, DATransformer
+from paragen.models.nat import CMLM, CTCNAT, GLAT, NATCRF, DATransformer
 from paragen.models.seq2seq import Seq2Seq
 from paragen.registry import build
 
@@ -148,6 +148,16 @@ def test_random_nat_drafter_gives_greedy_output(drafter, block_size):
         stats = generator.statistics()
         assert stats["histogram"][0] == 0 and stats["sentence_steps"] > 0
         assert generator.redraft == (redraft and drafter == "glat")
+
+
+@pytest.mark.parametrize("model_class", [CMLM, NATCRF])
+def test_other_length_predicting_drafters_redraft_and_give_greedy_output(model_class):
+    model = make_ar(0)
+    src = sources(32, seed=6)
+    generator = speculative(model, make_nat(model_class, seed=2), block_size=2)
+    assert generator.redraft
+    assert_same(generator(src), greedy(model, src))
+    assert generator.statistics()["draft_passes"] > 1
 
 
 @pytest.mark.parametrize("block_size", [0, 1, 3])

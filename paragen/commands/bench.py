@@ -12,7 +12,9 @@ Each timed call includes moving the source to the device and the output back to 
 so GPU timings need no extra synchronization and count what a real `generate` pays.
 AR models run greedy and beam 4; NAT models a single pass, plus, for length-predicting
 models, NPD over 5 lengths and (PyTorch only) one refinement pass; CMLM a single pass and
-(PyTorch only) mask-predict with 4 and 10 iterations; DA-Transformer its three path searches.
+(PyTorch only) mask-predict with 4 and 10 iterations; DA-Transformer its three path searches;
+an AR model stored with SpeculativeGenerator its stored drafter, verifying the whole draft
+or 4 tokens per step (`benchmarks/speculative.py` compares it with greedy search).
 Prints a table and writes JSON (plus a PNG bar chart when matplotlib is installed).
 """
 from __future__ import annotations
@@ -44,6 +46,8 @@ MASK_PREDICT = [("single", {"iterations": 1, "length_beam": 1}),
                 ("mask-predict-4", {"iterations": 4, "length_beam": 3}),
                 ("mask-predict-10", {"iterations": 10, "length_beam": 3})]
 DAG_SETTINGS = [(name, {"strategy": name}) for name in ("greedy", "lookahead", "viterbi")]
+# An AR model with a NAT drafter: its stored drafter, the whole draft or 4 tokens per step.
+SPECULATIVE = [("speculative", {"block_size": 0}), ("speculative-4", {"block_size": 4})]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="only the first N sentences")
     parser.add_argument("--only", nargs="+", metavar="SETTING",
                         help="time only these settings (greedy, beam4, single, NPD-5, refine-1, "
-                             "mask-predict-4, mask-predict-10, lookahead, viterbi)")
+                             "mask-predict-4, mask-predict-10, lookahead, viterbi, "
+                             "speculative, speculative-4)")
     parser.add_argument("--quantize", action="store_true",
                         help="also time int8 dynamic quantization of Linear layers")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -130,6 +135,8 @@ def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
         return model_class + engine, MASK_PREDICT[:1] if exported else MASK_PREDICT
     if generator == "daggenerator":
         return model_class + engine, DAG_SETTINGS
+    if generator == "speculativegenerator":
+        return "AR" + engine, SPECULATIVE
     return "AR" + engine, AR_SETTINGS
 
 

@@ -31,7 +31,7 @@ After a disagreement the draft past it is stale (`paragen.generators.drafting`):
 Relaxed acceptance (GAD++), off by default (`accept_top: 1`): a draft token is also accepted
 when it is among the AR model's `accept_top` best tokens and its log-probability is within
 `accept_tolerance` of the best one. More tokens pass per step, and the output is no longer
-greedy's (usually a little worse in BLEU).
+greedy's: BLEU may drop (`benchmarks/speculative.py` reports both).
 
 Statistics: `accepted_histogram[n]` counts (sentence, verification step) pairs that gained n
 tokens (the accepted draft tokens + the AR model's own); `statistics()` summarises them.
@@ -182,30 +182,35 @@ class SpeculativeGenerator(nn.Module):
 
     def _step(self, rows: Rows, cache: list, histogram: torch.Tensor) -> torch.Tensor:
         """One verification pass over every live row, updating `rows` in place; returns (N,)
-        which rows accepted eos in it."""
+        which rows accepted eos in it.
+
+        Row b feeds its last token and k_b draft tokens and gets the AR model's choice after
+        each: k_b + 1 choices, compared with the draft tokens at those k_b + 1 slots (the
+        last one past the block). The draft tokens agreeing up to the first disagreement are
+        taken, then the AR model's own choice there, if any."""
         room = torch.minimum(rows.draft_len - rows.cursor, rows.max_len - rows.length)
         if self.block_size:
             room = room.clamp_max(self.block_size)
         k = room.clamp_min(0).masked_fill_(~rows.live, 0)  # (N,) draft tokens verified
         width = int(k.max())
         offsets = torch.arange(width + 1, device=k.device)
-        block = rows.draft.gather(1, (rows.cursor[:, None] + offsets[:width])
-                                  .clamp_max(rows.draft.size(1) - 1))
+        slots = rows.cursor[:, None] + offsets
+        drafted = rows.draft.gather(1, slots.clamp_max(rows.draft.size(1) - 1))  # (N, width+1)
         positions = rows.length[:, None] + offsets
-        logits = self.model.decoder.forward_block(torch.cat([rows.last[:, None], block], 1),
-                                                  positions, rows.memory, rows.memory_padding,
-                                                  cache)
+        logits = self.model.decoder.forward_block(
+            torch.cat([rows.last[:, None], drafted[:, :width]], 1), positions, rows.memory,
+            rows.memory_padding, cache)
         self.verify_passes += 1
         lprobs = torch.log_softmax(logits.float(), dim=-1)
         self.constrain_(lprobs, positions, rows.max_len)
         best = lprobs.argmax(-1)  # (N, width+1): the AR model's choice after each input
-        agree = self.agrees(lprobs[:, :width], block, best[:, :width]) \
-            & (offsets[:width] < k[:, None])
-        accepted = agree.long().cumprod(1).sum(1)  # (N,) draft tokens accepted
-        chosen = torch.where(offsets < accepted[:, None], F.pad(block, (0, 1)), best)
-        is_eos = chosen.eq(self.eos_id) & (offsets <= accepted[:, None])
+        compared = (offsets <= k[:, None]) & (slots < rows.draft_len[:, None])
+        agreeing = (self.agrees(lprobs, drafted, best) & compared).long().cumprod(1).sum(1)
+        chosen = torch.where(offsets < agreeing[:, None], drafted, best)
+        closing = torch.minimum(agreeing, k)  # index of the last token gained before eos
+        is_eos = chosen.eq(self.eos_id) & (offsets <= closing[:, None])
         ended = is_eos.any(1) & rows.live
-        gain = (torch.where(ended, is_eos.int().argmax(1), accepted) + 1).masked_fill_(
+        gain = (torch.where(ended, is_eos.int().argmax(1), closing) + 1).masked_fill_(
             ~rows.live, 0)  # tokens gained, eos included
         histogram.index_add_(0, gain, torch.ones_like(gain))
         taken = offsets < gain[:, None]
@@ -216,28 +221,25 @@ class SpeculativeGenerator(nn.Module):
         rows.last = torch.where(rows.live, chosen.gather(1, (gain - 1).clamp_min(0)[:, None])
                                 .squeeze(1), rows.last)
         rows.length += gain
-        self._follow_draft(rows, accepted, best.gather(1, accepted[:, None]).squeeze(1),
-                           ended)
+        stale = rows.live & ~ended & (agreeing <= k)
+        self._follow_draft(rows, closing, best.gather(1, closing[:, None]).squeeze(1), stale)
         return ended
 
-    def _follow_draft(self, rows: Rows, accepted: torch.Tensor, own: torch.Tensor,
-                      ended: torch.Tensor) -> None:
-        """Move each row's draft cursor past the tokens just gained: the AR model's own token
-        `own` (N,) closed the step after `accepted` (N,) draft tokens. Where the draft at that
-        slot says otherwise, it is stale: re-drafted, or kept and re-synchronised."""
-        slot = rows.cursor + accepted  # the draft slot `own` stands in for
-        last_slot = rows.draft.size(1) - 1
-        in_draft = slot < rows.draft_len
-        drafted = rows.draft.gather(1, slot.clamp_max(last_slot)[:, None]).squeeze(1)
-        stale = rows.live & ~ended & ~(in_draft & drafted.eq(own))
-        rows.cursor += accepted + 1
+    def _follow_draft(self, rows: Rows, closing: torch.Tensor, own: torch.Tensor,
+                      stale: torch.Tensor) -> None:
+        """Move each row's draft cursor past the `closing` + 1 (N,) slots just decided. In
+        `stale` rows the AR model's own token `own` (N,) replaced the draft's in the last of
+        them, or the draft ran out: they are re-drafted, or their draft is kept and
+        re-synchronised."""
+        slot = rows.cursor + closing  # the draft slot `own` stands in for (in stale rows)
+        rows.cursor += closing + 1
         if self.redraft:
             if bool(stale.any()):
                 self._redraft(rows, stale.nonzero().squeeze(1))
             return
         # The draft held one token too many: `own` is its next token, so continue after it.
-        following = rows.draft.gather(1, (slot + 1).clamp_max(last_slot)[:, None]).squeeze(1)
-        extra = stale & in_draft & (slot + 1 < rows.draft_len) & following.eq(own)
+        following = rows.draft.gather(1, (slot + 1).clamp_max(rows.draft.size(1) - 1)[:, None])
+        extra = stale & (slot + 1 < rows.draft_len) & following.squeeze(1).eq(own)
         rows.cursor += extra.long()
 
     def _redraft(self, rows: Rows, need: torch.Tensor) -> None:
@@ -249,7 +251,7 @@ class SpeculativeGenerator(nn.Module):
         self.draft_passes += 1
         spare = rows.draft.size(1) - tokens.size(1)
         rows.draft.index_copy_(0, need, F.pad(tokens, (0, spare), value=self.pad_id))
-        rows.draft_len.index_copy_(0, need, lengths)
+        rows.draft_len.index_copy_(0, need, lengths.clamp_max(rows.draft.size(1) - 1))
         rows.cursor.index_copy_(0, need, prefix_len)
 
     def constrain_(self, lprobs: torch.Tensor, steps: torch.Tensor, max_len: torch.Tensor
@@ -259,11 +261,11 @@ class SpeculativeGenerator(nn.Module):
         before min_length unless forced."""
         lprobs[..., self.pad_id] = -torch.inf
         forced = steps >= max_len[:, None]
-        lprobs[..., self.eos_id].masked_fill_((steps < self.search.min_length) & ~forced,
-                                              -torch.inf)
-        not_eos = torch.ones(lprobs.size(-1), dtype=torch.bool, device=lprobs.device)
-        not_eos[self.eos_id] = False
-        lprobs.masked_fill_(forced[..., None] & not_eos, -torch.inf)
+        eos = lprobs[..., self.eos_id].masked_fill((steps < self.search.min_length) & ~forced,
+                                                   -torch.inf)
+        # Filling whole forced rows and putting eos back skips an (N,W,V) mask.
+        lprobs.masked_fill_(forced[..., None], -torch.inf)
+        lprobs[..., self.eos_id] = eos
 
     def agrees(self, lprobs: torch.Tensor, block: torch.Tensor, best: torch.Tensor
                ) -> torch.Tensor:
