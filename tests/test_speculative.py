@@ -122,6 +122,8 @@ def test_block_step_with_rollback_matches_full_recomputation():
         positions = start[:, None] + torch.arange(width)
         with torch.no_grad():
             logits = decoder.forward_block(block, positions, memory, memory_padding, cache)
+        buffer = cache[0]["k"]  # kept whole (it grows by doubling), not cut to this block
+        assert buffer.is_contiguous() and buffer.size(2) >= int(positions.max()) + 1
         for b in range(5):
             inputs = torch.tensor([accepted[b][:-1] + block[b].tolist()])
             with torch.no_grad():

@@ -52,10 +52,11 @@ class MultiheadAttention(nn.Module):
             if cache is not None:
                 if cache_positions is not None:
                     k, v = write_at_positions(cache, k, v, cache_positions, attn_mask.size(-1))
-                elif "k" in cache:
-                    k = torch.cat([cache["k"], k], dim=2)
-                    v = torch.cat([cache["v"], v], dim=2)
-                cache["k"], cache["v"] = k, v
+                else:
+                    if "k" in cache:
+                        k = torch.cat([cache["k"], k], dim=2)
+                        v = torch.cat([cache["v"], v], dim=2)
+                    cache["k"], cache["v"] = k, v
         else:
             q = self._heads(self.q_proj(x))
             if cache is not None and "mem_k" in cache:
