@@ -198,36 +198,28 @@ def edit(tokens: List[int], kind: str, at: int, token: int) -> List[int]:
 
 
 @pytest.mark.parametrize("kind", ["substitute", "extra", "missing"])
-def test_one_wrong_draft_token_costs_one_pass_when_redrafted_or_resynchronised(kind):
+def test_one_wrong_draft_token_costs_one_pass_when_redrafted(kind):
     """A perfect draft with one edit before its eos: a correct re-draft is accepted in the
-    next pass; so is the kept draft, re-synchronised, after a substituted or an extra token
-    (unless a repeated token makes the two look alike), never after a missing one."""
+    next pass; a kept draft is too after a substituted token, but stays out of step after
+    an extra or a missing one. The output is greedy's either way."""
     model = make_ar(0, eos_bias=-1.0)
     src = sources(12, seed=8, longest=6)
     expected = greedy(model, src)
     perfect = with_eos(expected[0])
     assert min(len(d) for d in perfect) >= 3
     wrong = min(set(range(4, VOCAB)) - set(expected[0].unique().tolist()))  # never chosen
-    at = [len(d) // 2 for d in perfect]
-    drafts = [edit(d, kind, i, wrong) for d, i in zip(perfect, at)]
+    drafts = [edit(d, kind, len(d) // 2, wrong) for d in perfect]
     redrafted = speculative(model, ListDrafter(drafts, redrafts=perfect))
     assert_same(redrafted(src), expected)
     assert redrafted.statistics()["verify_passes"] == 2
     assert redrafted.statistics()["draft_passes"] == 2
     kept = speculative(model, ListDrafter(drafts), redraft=True)  # cannot re-draft: keeps it
     assert_same(kept(src), expected)
-    resynchronised = 0
-    for b, (draft, i) in enumerate(zip(perfect, at)):
-        alone = speculative(model, ListDrafter([drafts[b]]))
-        assert_same(alone(src[b:b + 1]), (expected[0][b:b + 1, :len(draft) - 1],
-                                          expected[1][b:b + 1]))
-        repeated = draft[i + 1] == draft[i]
-        if kind == "extra" or kind == "substitute" and not repeated:
-            assert alone.statistics()["verify_passes"] == 2
-            resynchronised += 1
-        elif kind == "missing" and not repeated:
-            assert alone.statistics()["verify_passes"] > 2
-    assert resynchronised >= (6 if kind != "missing" else 0)
+    assert kept.statistics()["draft_passes"] == 1
+    if kind == "substitute":
+        assert kept.statistics()["verify_passes"] == 2
+    else:
+        assert kept.statistics()["verify_passes"] > 2
 
 
 def test_rows_end_at_different_steps_and_at_the_length_limit():

@@ -13,7 +13,7 @@ accepted token p:
   * CTC models (`CTCNAT`) cannot: their slots do not line up with output positions before
     the collapse, so there is no slot to put an accepted token in, and an unconditioned
     second pass would only repeat the first draft. The generator keeps their stale draft
-    and re-synchronises it (`SpeculativeGenerator`).
+    (`SpeculativeGenerator`).
 """
 from __future__ import annotations
 

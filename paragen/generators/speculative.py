@@ -22,11 +22,12 @@ After a disagreement the draft past it is stale (`paragen.generators.drafting`):
   * `redraft: true` (default), length-predicting drafters (GLAT, vanilla NAT, CMLM, NAT-CRF):
     the drafter proposes again given the accepted prefix, one NAT pass for the rows that
     disagreed;
-  * otherwise, and always for CTC drafters: the stale draft is kept and re-synchronised,
-    assuming the AR model's token replaced the rejected draft token (the draft continues
-    after it) unless it equals the draft token after that one, which means the draft held one
-    token too many (the draft continues after that token). An unconditioned re-draft of a CTC
-    model would repeat its first draft, so it is not offered.
+  * otherwise, and always for CTC drafters: the stale draft is kept, as if the AR model's
+    token had replaced the rejected one, and continues after it. A draft that held a token
+    too many, or missed one, stays out of step until it runs out: aligning it again by
+    looking for the AR model's token a slot further on misfires on repeated tokens, and
+    gained nothing measurable. An unconditioned re-draft of a CTC model would only repeat
+    its first draft, so it is not offered.
 
 Relaxed acceptance (GAD++), off by default (`accept_top: 1`): a draft token is also accepted
 when it is among the AR model's `accept_top` best tokens and its log-probability is within
@@ -222,25 +223,17 @@ class SpeculativeGenerator(nn.Module):
                                 .squeeze(1), rows.last)
         rows.length += gain
         stale = rows.live & ~ended & (agreeing <= k)
-        self._follow_draft(rows, closing, best.gather(1, closing[:, None]).squeeze(1), stale)
+        self._follow_draft(rows, closing, stale)
         return ended
 
-    def _follow_draft(self, rows: Rows, closing: torch.Tensor, own: torch.Tensor,
-                      stale: torch.Tensor) -> None:
+    def _follow_draft(self, rows: Rows, closing: torch.Tensor, stale: torch.Tensor) -> None:
         """Move each row's draft cursor past the `closing` + 1 (N,) slots just decided. In
-        `stale` rows the AR model's own token `own` (N,) replaced the draft's in the last of
-        them, or the draft ran out: they are re-drafted, or their draft is kept and
-        re-synchronised."""
-        slot = rows.cursor + closing  # the draft slot `own` stands in for (in stale rows)
+        `stale` rows the AR model's own token replaced the draft's in the last of them, or
+        the draft ran out: they are re-drafted, or keep their draft, which then continues
+        after the replaced token."""
         rows.cursor += closing + 1
-        if self.redraft:
-            if bool(stale.any()):
-                self._redraft(rows, stale.nonzero().squeeze(1))
-            return
-        # The draft held one token too many: `own` is its next token, so continue after it.
-        following = rows.draft.gather(1, (slot + 1).clamp_max(rows.draft.size(1) - 1)[:, None])
-        extra = stale & (slot + 1 < rows.draft_len) & following.squeeze(1).eq(own)
-        rows.cursor += extra.long()
+        if self.redraft and bool(stale.any()):
+            self._redraft(rows, stale.nonzero().squeeze(1))
 
     def _redraft(self, rows: Rows, need: torch.Tensor) -> None:
         """New drafts for rows `need` (M,), given their accepted tokens."""
