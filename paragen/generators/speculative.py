@@ -11,6 +11,12 @@ Sentences progress independently: each row has its own accepted length, writes i
 where its sentence is, and keeps only its accepted cache entries (rejected ones are masked
 and overwritten later; the accepted prefix is never recomputed).
 
+`block_size` k: 0 verifies the whole rest of the draft at every step, the fewest passes
+when drafts are good. Every position of a block costs a decoder position and an output layer
+row whether it is accepted or not, so with a poor drafter in large batches (compute-bound)
+a small k (4–8) wastes less; at batch 1, where a pass costs about the same for one token or
+twenty, the whole draft pays.
+
 Lossless: every accepted token is the AR model's greedy choice given the accepted prefix,
 under GreedySearch's length rules (`search: {max_length_a, max_length_b, min_length}`),
 applied at each block position with that position's own step. The output is therefore
