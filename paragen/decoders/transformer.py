@@ -73,6 +73,31 @@ class TransformerDecoder(nn.Module):
         x = self.final_norm(x)
         return x if return_hidden else self.output_projection(x)
 
+    def forward_block(self, tokens: torch.Tensor, positions: torch.Tensor,
+                      memory: torch.Tensor, memory_padding: torch.Tensor,
+                      cache: List[LayerCache]) -> torch.Tensor:
+        """Logits (B,W,V) of W new tokens per row placed at that row's own positions (B,W),
+        consecutive within a row, over a cache whose rows hold different numbers of entries.
+
+        Speculative verification runs one pass over [last accepted token, draft block] for
+        sentences that have accepted different lengths. A query at position p sees the cache
+        entries at positions ≤ p, so whatever a row left past its accepted length (rejected
+        draft tokens) is ignored and overwritten by its next block. Such a cache is written
+        in place (`write_at_positions`): use it with this method only, not with `forward`.
+        Positions past the position table (padding of a short row's block) reuse the table's
+        last vector; their outputs mean nothing and the caller ignores them.
+        """
+        extent = int(positions[:, -1].max()) + 1
+        keys = torch.arange(extent, device=positions.device)
+        self_mask = keys[None, None, None, :] <= positions[:, None, :, None]
+        table = self.embed.positions.weight.size(0)
+        x = self.embed.embed_at(tokens, positions.clamp(max=table - 1))
+        memory_mask = padding_to_attn_mask(memory_padding)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, self_mask=self_mask, memory=memory, memory_mask=memory_mask,
+                      cache=cache[i], cache_positions=positions)
+        return self.output_projection(self.final_norm(x))
+
     def init_cache(self) -> List[LayerCache]:
         return [{} for _ in self.layers]
 

@@ -4,5 +4,7 @@ from paragen.generators.dag import DAGGenerator
 from paragen.generators.mask_predict import MaskPredictGenerator
 from paragen.generators.nat import NATGenerator
 from paragen.generators.sequence import SequenceGenerator
+from paragen.generators.speculative import SpeculativeGenerator
 
-__all__ = ["CTranslate2Generator", "DAGGenerator", "MaskPredictGenerator", "NATGenerator", "SequenceGenerator"]
+__all__ = ["CTranslate2Generator", "DAGGenerator", "MaskPredictGenerator", "NATGenerator",
+           "SequenceGenerator", "SpeculativeGenerator"]

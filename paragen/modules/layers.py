@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -39,16 +39,24 @@ class MultiheadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: Optional[torch.Tensor] = None,
                 attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False,
-                cache: Optional[LayerCache] = None) -> torch.Tensor:
-        """`attn_mask` is boolean, broadcastable to (B,H,Tq,Tk), True where attention is allowed."""
+                cache: Optional[LayerCache] = None,
+                cache_positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`attn_mask` is boolean, broadcastable to (B,H,Tq,Tk), True where attention is allowed.
+
+        `cache_positions` (B,Tq): the cache holds rows of different lengths (see
+        `write_at_positions`); `attn_mask` (B,1,Tq,Tk) then says which entries each query sees.
+        """
         if self.self_attention:
             q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
             q, k, v = self._heads(q), self._heads(k), self._heads(v)
             if cache is not None:
-                if "k" in cache:
-                    k = torch.cat([cache["k"], k], dim=2)
-                    v = torch.cat([cache["v"], v], dim=2)
-                cache["k"], cache["v"] = k, v
+                if cache_positions is not None:
+                    k, v = write_at_positions(cache, k, v, cache_positions, attn_mask.size(-1))
+                else:
+                    if "k" in cache:
+                        k = torch.cat([cache["k"], k], dim=2)
+                        v = torch.cat([cache["v"], v], dim=2)
+                    cache["k"], cache["v"] = k, v
         else:
             q = self._heads(self.q_proj(x))
             if cache is not None and "mem_k" in cache:
@@ -73,6 +81,31 @@ class MultiheadAttention(nn.Module):
                     dropout_p=self.dropout if self.training else 0.0)
         out = out.transpose(1, 2).reshape(x.size(0), x.size(1), -1)
         return self.out_proj(out)
+
+
+def write_at_positions(cache: LayerCache, k: torch.Tensor, v: torch.Tensor,
+                       positions: torch.Tensor, extent: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Store new keys/values (B,H,W,Dh) at each row's own positions (B,W) of fixed buffers
+    and return the buffers' first `extent` positions.
+
+    Speculative verification feeds rows that have accepted different numbers of tokens: the
+    cache cannot grow by concatenation, so every row writes its block where its sentence is.
+    Entries past a row's accepted length (rejected draft tokens) stay in the buffer; the
+    caller's mask hides them and the row's next block overwrites them, so rolling them back
+    costs nothing and the accepted prefix is never recomputed. Buffers grow (doubling) when a
+    block reaches past them.
+    """
+    if "k" not in cache or cache["k"].size(2) < extent:
+        size = max(extent, 2 * cache["k"].size(2)) if "k" in cache else extent
+        for key, new in (("k", k), ("v", v)):
+            buffer = new.new_zeros(new.size(0), new.size(1), size, new.size(3))
+            if key in cache:
+                buffer[:, :, :cache[key].size(2)] = cache[key]
+            cache[key] = buffer
+    index = positions[:, None, :, None].expand_as(k)
+    cache["k"].scatter_(2, index, k)
+    cache["v"].scatter_(2, index, v)
+    return cache["k"][:, :, :extent], cache["v"][:, :, :extent]
 
 
 def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -169,9 +202,11 @@ class TransformerLayer(nn.Module):
     def forward(self, x: torch.Tensor, self_mask: Optional[torch.Tensor] = None,
                 is_causal: bool = False, memory: Optional[torch.Tensor] = None,
                 memory_mask: Optional[torch.Tensor] = None,
-                cache: Optional[LayerCache] = None) -> torch.Tensor:
+                cache: Optional[LayerCache] = None,
+                cache_positions: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self.self_res(x, lambda h: self.self_attn(h, attn_mask=self_mask, is_causal=is_causal,
-                                                      cache=cache))
+                                                      cache=cache,
+                                                      cache_positions=cache_positions))
         if self.cross_attn is not None:
             x = self.cross_res(x, lambda h: self.cross_attn(h, memory, attn_mask=memory_mask,
                                                             cache=cache))
@@ -219,6 +254,11 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
         return self.embed_vectors(self.tokens(tokens) * self.scale, offset)
+
+    def embed_at(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Tokens (B,W) at their own positions (B,W), each below max_positions: rows of one
+        batch at different lengths (speculative verification)."""
+        return self.dropout(self.tokens(tokens) * self.scale + self.positions.weight[positions])
 
     def embed_vectors(self, vectors: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Add positions to already-embedded (scaled) vectors; NAT decoders feed these directly."""

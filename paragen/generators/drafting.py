@@ -1,0 +1,150 @@
+"""Drafts for speculative decoding: what a NAT model proposes for an AR model to verify.
+
+A drafter proposes whole target sentences in one parallel pass, in *output coordinates*:
+draft slot p proposes output token p (0-based, eos included, no bos). After the verifier
+disagrees, the rest of a draft is stale; a drafter that can condition on a prefix
+(`can_redraft`) proposes again given the accepted tokens, slot p < prefix length holding
+accepted token p:
+
+  * length-predicting models (GLAT, vanilla NAT, CMLM, NAT-CRF) re-draft: the accepted
+    tokens enter the decoder input of the first slots as glanced tokens did in training
+    (`predict_slots(..., given, given_mask)`); the slot count stays the predicted length,
+    or one past the prefix when the sentence has outgrown it;
+  * CTC models (`CTCNAT`) cannot: their slots do not line up with output positions before
+    the collapse, so there is no slot to put an accepted token in, and an unconditioned
+    second pass would only repeat the first draft. The generator keeps their stale draft
+    (`SpeculativeGenerator`).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Protocol, Tuple, Union, runtime_checkable
+
+import torch
+from torch import nn
+
+from paragen.errors import ConfigError
+from paragen.generators.nat import collapse_repeats, left_align
+from paragen.interfaces import DAGModel, NATModel
+from paragen.models.loading import load_trained_model
+from paragen.models.nat.base import padding_from_counts, upsampled_slot_counts
+
+Context = Dict[str, torch.Tensor]  # batch-first tensors a drafter keeps per sentence
+
+
+@runtime_checkable
+class Drafter(Protocol):
+    """What `SpeculativeGenerator` asks of a drafter.
+
+    `first_draft(src (B,S))` → (context, tokens (B,D), lengths (B,)): the draft of each
+    sentence is `tokens[b, :lengths[b]]`, cut after its first eos. `context` holds batch-first
+    tensors (the drafter's encoder output...) that the generator keeps, row-selected, for
+    `redraft(context, prefix (N,P), prefix_lengths (N,))` → (tokens (N,D'), lengths (N,)):
+    a new draft of N sentences given their accepted prefixes, in the same coordinates (slots
+    below the prefix length are ignored). Only called when `can_redraft` is True.
+    """
+
+    can_redraft: bool
+
+    def first_draft(self, src: torch.Tensor) -> Tuple[Context, torch.Tensor, torch.Tensor]: ...
+
+    def redraft(self, context: Context, prefix: torch.Tensor, prefix_lengths: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def cut_after_eos(tokens: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor,
+                  eos_id: int) -> torch.Tensor:
+    """(B,) draft lengths ending at the first eos at or after slot `start` (B,), if any: a
+    verifier that accepts the eos stops, so tokens past it are never worth checking."""
+    slots = torch.arange(tokens.size(1), device=tokens.device)[None, :]
+    is_eos = tokens.eq(eos_id) & (slots >= start[:, None]) & (slots < lengths[:, None])
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, lengths)
+    return torch.minimum(first, lengths)
+
+
+class NATDrafter(nn.Module):
+    """A NAT model as a drafter: its single-pass output (collapsed for a CTC model), and
+    prefix-conditioned re-drafts for a length-predicting one (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, eos_id: int, pad_id: int):
+        super().__init__()
+        self.model, self.eos_id, self.pad_id = model, eos_id, pad_id
+        self.upsample = float(model.upsample)
+        self.can_redraft = not self.upsample and bool(model.supports_refinement)
+
+    def first_draft(self, src: torch.Tensor) -> Tuple[Context, torch.Tensor, torch.Tensor]:
+        model = self.model
+        memory, memory_padding, length_logits = model.encode(src)
+        if self.upsample:
+            slots = upsampled_slot_counts(src, self.pad_id, self.upsample,
+                                          model.max_slots).clamp_min(1)
+        else:
+            src_lengths = src.ne(self.pad_id).sum(-1)
+            slots = model.class_to_length(length_logits.argmax(-1, keepdim=True),
+                                          src_lengths).squeeze(-1)
+        padding = padding_from_counts(slots)
+        tokens, _ = model.predict_slots(src, memory, memory_padding, padding, with_scores=False)
+        tokens = tokens.masked_fill(padding, self.pad_id)
+        if self.upsample:  # blanks (pad) and repeats go; what is left is the sentence
+            tokens = left_align(collapse_repeats(tokens, self.pad_id), self.pad_id)
+            lengths = tokens.ne(self.pad_id).sum(-1)
+        else:
+            lengths = slots
+        lengths = cut_after_eos(tokens, lengths, torch.zeros_like(lengths), self.eos_id)
+        context = {"src": src, "memory": memory, "memory_padding": memory_padding,
+                   "slots": slots}
+        return context, tokens, lengths
+
+    def redraft(self, context: Context, prefix: torch.Tensor, prefix_lengths: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The predicted length's slots (one past the prefix if that is longer; at most the
+        model's max_length), the prefix given in the first ones."""
+        slots = torch.maximum(context["slots"], prefix_lengths + 1).clamp_max(
+            self.model.max_length)
+        padding = padding_from_counts(slots)
+        width = padding.size(1)
+        given = prefix[:, :width]
+        if given.size(1) < width:
+            given = torch.nn.functional.pad(given, (0, width - given.size(1)),
+                                            value=self.pad_id)
+        given_mask = torch.arange(width, device=prefix.device)[None, :] < prefix_lengths[:, None]
+        tokens, _ = self.model.predict_slots(context["src"], context["memory"],
+                                             context["memory_padding"], padding,
+                                             given, given_mask & ~padding, with_scores=False)
+        tokens = tokens.masked_fill(padding, self.pad_id)
+        return tokens, cut_after_eos(tokens, slots, prefix_lengths, self.eos_id)
+
+
+def vocabulary_sizes(model: nn.Module) -> Optional[Tuple[int, int]]:
+    """(source, target) vocabulary sizes of a PyTorch encoder-decoder, None if unknown."""
+    try:
+        return (int(model.encoder.embed.tokens.num_embeddings),
+                int(model.decoder.output_projection.out_features))
+    except AttributeError:
+        return None
+
+
+def build_drafter(drafter: Union[str, nn.Module], verifier: nn.Module, eos_id: int,
+                  pad_id: int, config_path: str) -> nn.Module:
+    """A `Drafter` from a model folder / checkpoint path, a NAT model, or a ready drafter.
+
+    Refused (one ConfigError): a model that is not a NAT model, and one whose vocabulary
+    differs from the verifier's: drafts are token ids, so both must share the tokenizer.
+    """
+    if isinstance(drafter, str):
+        drafter = load_trained_model(drafter, f"{config_path}.drafter")
+    if isinstance(drafter, Drafter):
+        return drafter
+    name = type(drafter).__name__
+    if not isinstance(drafter, NATModel) or isinstance(drafter, DAGModel):
+        raise ConfigError(f"{config_path}.drafter: a NAT model drafts (GLAT, vanilla NAT, CMLM, "
+                          f"NAT-CRF, CTCNAT), got {name}")
+    ours, theirs = vocabulary_sizes(verifier), vocabulary_sizes(drafter)
+    if ours is None or theirs is None:
+        raise ConfigError(f"{config_path}.drafter: cannot compare the vocabularies of "
+                          f"{type(verifier).__name__} and {name}; speculative decoding needs "
+                          f"PyTorch checkpoints of both (not exports)")
+    if ours != theirs:
+        raise ConfigError(f"{config_path}.drafter: its vocabulary (source {theirs[0]}, target "
+                          f"{theirs[1]} ids) differs from the AR model's (source {ours[0]}, "
+                          f"target {ours[1]}); the drafter must use the AR model's tokenizer")
+    return NATDrafter(drafter.eval(), eos_id, pad_id)
