@@ -10,19 +10,13 @@ With `--rounds N` every system is timed N times in turn and each number is the m
 rounds, so that a slow minute on a shared machine does not land on one system alone.
 Each timed call includes moving the source to the device and the output back to the host,
 so GPU timings need no extra synchronization and count what a real `generate` pays.
-<<<<<<< HEAD
 AR models run greedy and beam 4 (a CTranslate2 export too: in float32 and, with --quantize
 or from an int8 export, in int8, as rows "CTranslate2 float32 greedy" ...); NAT models a
 single pass, plus, for length-predicting models, NPD over 5 lengths and (PyTorch only) one
 refinement pass; CMLM a single pass and (PyTorch only) mask-predict with 4 and 10
-iterations; DA-Transformer its three path searches.
-=======
-AR models run greedy and beam 4; NAT models a single pass, plus, for length-predicting
-models, NPD over 5 lengths and (PyTorch only) one refinement pass; CMLM a single pass and
-(PyTorch only) mask-predict with 4 and 10 iterations; DA-Transformer its three path searches;
-an AR model stored with SpeculativeGenerator its stored drafter, verifying the whole draft
-or 4 tokens per step (`benchmarks/speculative.py` compares it with greedy search).
->>>>>>> speculative
+iterations; DA-Transformer its three path searches; an AR model stored with
+SpeculativeGenerator its stored drafter, verifying the whole draft or 4 tokens per step
+(`benchmarks/speculative.py` compares it with greedy search).
 Prints a table and writes JSON (plus a PNG bar chart when matplotlib is installed).
 """
 from __future__ import annotations
@@ -54,13 +48,10 @@ MASK_PREDICT = [("single", {"iterations": 1, "length_beam": 1}),
                 ("mask-predict-4", {"iterations": 4, "length_beam": 3}),
                 ("mask-predict-10", {"iterations": 10, "length_beam": 3})]
 DAG_SETTINGS = [(name, {"strategy": name}) for name in ("greedy", "lookahead", "viterbi")]
-<<<<<<< HEAD
 CT2 = "CTranslate2"  # the system name of a CTranslate2 export (`CTranslate2Generator` settings)
 CT2_SETTINGS = [("greedy", {"beam_size": 1}), ("beam4", {"beam_size": 4})]
-=======
 # An AR model with a NAT drafter: its stored drafter, the whole draft or 4 tokens per step.
 SPECULATIVE = [("speculative", {"block_size": 0}), ("speculative-4", {"block_size": 4})]
->>>>>>> speculative
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
