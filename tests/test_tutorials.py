@@ -4,12 +4,15 @@ Each tutorial is one test. Its ```bash blocks run in order, in a fresh folder ho
 repository's `examples/` (a symbolic link), with `paragen` on the PATH and PARAGEN_DATA
 pointing at a small slice of the real data (the first lines of each Multi30k file), so that a
 tutorial's commands run as written, only on less data. Budgets shrink as the rules in
-`SMALLER` say (a tutorial's 1,000 updates become 3 here). A ```python block whose first line
+`SMALLER` say (a tutorial's 1,000 updates become 6 here).
+Tutorials after the first start from the data tutorial 1 prepares (`data/multi30k`), as
+their text says: it is prepared once and copied into each tutorial's folder. A ```python block whose first line
 is `# file: PATH` must match that file of the repository (the tutorial shows real code); any
 other ```python block runs with the same interpreter, in the same folder.
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,14 +22,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("[0-9]*.md"))
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.M | re.S)
-SLICE_LINES = {"train": 300, "valid": 40, "test2016": 40}
+SLICE_LINES = {"train": 200, "valid": 10, "test2016": 20}
 SMALLER = [  # (pattern, replacement): budgets a CI machine can afford
-    (re.compile(r"max_steps[= ](\d+)"), lambda m: m.group(0).replace(m.group(1), "3")),
-    (re.compile(r"validate_interval[= ](\d+)"), lambda m: m.group(0).replace(m.group(1), "3")),
+    (re.compile(r"max_steps[= ](\d+)"), lambda m: m.group(0).replace(m.group(1), "6")),
+    (re.compile(r"validate_interval[= ](\d+)"), lambda m: m.group(0).replace(m.group(1), "2")),
     (re.compile(r"--vocab-size \d+"), lambda m: "--vocab-size 600"),
     (re.compile(r"--limit \d+"), lambda m: "--limit 10"),
-    (re.compile(r"--rounds \d+"), lambda m: "--rounds 1"),
-    (re.compile(r"paragen train --config \S+"), lambda m: m.group(0) + " task.trainer.log_interval=1"),
+    (re.compile(r"--rounds \d+"), lambda m: "--rounds 1 --repeats 1"),
+    (re.compile(r"--threads [\d ]+"), lambda m: "--threads 1 "),
+    (re.compile(r"paragen train --config \S+"),  # checkpoints for average-checkpoints
+     lambda m: m.group(0) + " task.trainer.log_interval=1 task.trainer.validate_interval=2"),
 ]
 
 
@@ -51,6 +56,28 @@ def data_slice(tmp_path_factory, data_dir):
     return root
 
 
+@pytest.fixture(scope="module")
+def prepared(data_slice, tmp_path_factory):
+    """`data/multi30k` as tutorial 1 leaves it: the corpus and the SentencePiece model."""
+    root = tmp_path_factory.mktemp("tutorial-prepared")
+    run_block("bash", "paragen prepare-data --dataset multi30k --output data/multi30k\n"
+              "paragen build-tokenizer --input data/multi30k/train.de data/multi30k/train.en "
+              "--output data/multi30k/spm8k --vocab-size 8000", root, data_slice, "fixture", 0)
+    return root / "data"
+
+
+def run_block(kind: str, body: str, folder: Path, data_slice: Path, name: str, number: int):
+    env = {**os.environ, "PARAGEN_DATA": str(data_slice), "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(ROOT)}
+    command = ["bash", "-euo", "pipefail", "-c", smaller(body)] if kind == "bash" \
+        else [sys.executable, "-c", body]
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, (f"{name} block {number} failed:\n{body}\n"
+                                  f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+
+
 def test_every_tutorial_has_code_and_every_block_a_known_kind():
     assert TUTORIALS, "docs/tutorials holds no numbered tutorial"
     for path in TUTORIALS:
@@ -63,11 +90,10 @@ def test_every_tutorial_has_code_and_every_block_a_known_kind():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("tutorial", TUTORIALS, ids=lambda p: p.stem)
-def test_tutorial_runs_as_written(tutorial, data_slice, tmp_path):
+def test_tutorial_runs_as_written(tutorial, data_slice, prepared, tmp_path):
     (tmp_path / "examples").symlink_to(ROOT / "examples")
-    env = {**os.environ, "PARAGEN_DATA": str(data_slice), "OMP_NUM_THREADS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(ROOT)}
+    if not tutorial.name.startswith("01-"):
+        shutil.copytree(prepared, tmp_path / "data")
     for number, (kind, body) in enumerate(code_blocks(tutorial), 1):
         if kind == "python" and body.startswith("# file: "):
             path = body.splitlines()[0][len("# file: "):].strip()
@@ -75,9 +101,4 @@ def test_tutorial_runs_as_written(tutorial, data_slice, tmp_path):
             assert shown in (ROOT / path).read_text(encoding="utf-8"), \
                 f"{tutorial.name} block {number} differs from {path}"
             continue
-        command = ["bash", "-euo", "pipefail", "-c", smaller(body)] if kind == "bash" \
-            else [sys.executable, "-c", body]
-        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=600)
-        assert done.returncode == 0, (f"{tutorial.name} block {number} failed:\n{body}\n"
-                                      f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+        run_block(kind, body, tmp_path, data_slice, tutorial.name, number)
