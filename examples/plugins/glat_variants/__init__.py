@@ -11,7 +11,7 @@ walks through this file.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import torch
 
@@ -46,13 +46,7 @@ class SoftCopyGLAT(GLAT):
 
 @register_criterion
 class CosineGlancing(GlancingCrossEntropy):
-    """GLAT's loss with the glancing ratio annealed along a half cosine."""
-
-    def __init__(self, epsilon: float = 0.1, length_loss_weight: float = 0.1,
-                 glance_start: float = 0.5, glance_end: float = 0.3,
-                 anneal_steps: Optional[int] = None, *, pad_id: int):
-        super().__init__(epsilon, length_loss_weight, glance_start, glance_end, anneal_steps,
-                         pad_id=pad_id)
+    """GLAT's loss (same keys) with the glancing ratio annealed along a half cosine."""
 
     @property
     def glance_ratio(self) -> float:
