@@ -25,8 +25,8 @@ from paragen.models.seq2seq import build_encoder_decoder
 class NATBase(nn.Module):
     """Encoder, decoder and output layer of a NAT model, and its training forward pass.
 
-    Subclasses define `slot_padding` (which slots a training sentence gets), `align` (the
-    reference token of each slot, for glancing) and `length_logits`.
+    Subclasses define `align` (the reference token of each slot, for glancing) and
+    `length_logits`, and call `use_upsampled_slots` if their slots follow the source.
     """
 
     supports_refinement = True  # predict_slots accepts fed-back tokens
@@ -50,8 +50,19 @@ class NATBase(nn.Module):
 
     # ------------------------------------------------------------------ what subclasses say
     def slot_padding(self, src: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(B,T) True for the padding slots of a training batch."""
-        raise NotImplementedError
+        """(B,T) True for the padding slots of a training batch: the reference's padding, or
+        past upsample × source length for a model with upsampled slots."""
+        if not self.upsample:
+            return target.eq(self.pad_id)
+        return padding_from_counts(upsampled_slot_counts(src, self.pad_id, self.upsample,
+                                                         self.max_slots))
+
+    def use_upsampled_slots(self, upsample: float, max_slots: int, config_path: str) -> None:
+        """Give this model upsample × source length slots (at most `max_slots`), checked
+        against the decoder's positions."""
+        check_upsample(upsample, max_slots, self.max_length,
+                       self.decoder.embed.positions.weight.size(0), config_path)
+        self.upsample, self.max_slots = upsample, max_slots
 
     def align(self, hidden: torch.Tensor, slot_padding: torch.Tensor, target: torch.Tensor
               ) -> Tuple[torch.Tensor, torch.Tensor]:

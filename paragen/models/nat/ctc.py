@@ -18,8 +18,7 @@ from typing import Any, Dict, Literal, Optional, Tuple
 import torch
 
 from paragen.checkpoint import load_model_weights
-from paragen.models.nat.base import (NATBase, check_upsample, padding_from_counts,
-                                     upsampled_slot_counts)
+from paragen.models.nat.base import NATBase
 from paragen.modules.alignments import ctc_best_alignment, lattice_states
 from paragen.registry import register_model
 
@@ -34,15 +33,9 @@ class CTCNAT(NATBase):
                  pad_id: int, config_path: str = "task.model"):
         super().__init__(encoder, decoder, d_model, share_embedding, decoder_input, max_length,
                          src_vocab_size, tgt_vocab_size, pad_id, config_path)
-        check_upsample(upsample, max_slots, max_length,
-                       self.decoder.embed.positions.weight.size(0), config_path)
-        self.upsample, self.max_slots = upsample, max_slots
+        self.use_upsampled_slots(upsample, max_slots, config_path)
         if path:
             load_model_weights(self, path)
-
-    def slot_padding(self, src: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return padding_from_counts(upsampled_slot_counts(src, self.pad_id, self.upsample,
-                                                         self.max_slots))
 
     def align(self, hidden: torch.Tensor, slot_padding: torch.Tensor, target: torch.Tensor
               ) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from paragen.checkpoint import load_model_weights
-from paragen.models.nat.base import (NATBase, check_upsample, padding_from_counts,
-                                     upsampled_slot_counts)
+from paragen.models.nat.base import NATBase
 from paragen.modules.dag import dag_best_path, normalize_links, path_to_vertex_targets
 from paragen.registry import register_model
 
@@ -41,17 +40,11 @@ class DATransformer(NATBase):
                  pad_id: int, config_path: str = "task.model"):
         super().__init__(encoder, decoder, d_model, share_embedding, decoder_input, max_length,
                          src_vocab_size, tgt_vocab_size, pad_id, config_path)
-        check_upsample(upsample, max_slots, max_length,
-                       self.decoder.embed.positions.weight.size(0), config_path)
-        self.upsample, self.max_slots = upsample, max_slots
+        self.use_upsampled_slots(upsample, max_slots, config_path)
         self.link_query = nn.Linear(d_model, d_model)
         self.link_key = nn.Linear(d_model, d_model)
         if path:
             load_model_weights(self, path)
-
-    def slot_padding(self, src: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return padding_from_counts(upsampled_slot_counts(src, self.pad_id, self.upsample,
-                                                         self.max_slots))
 
     def link_log_probs(self, hidden: torch.Tensor, slot_padding: torch.Tensor) -> torch.Tensor:
         """(B,L,L) log P(next = u | v), −inf unless v < u < the sentence's vertex count."""

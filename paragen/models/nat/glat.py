@@ -39,9 +39,6 @@ class GLAT(NATBase):
         if path:
             load_model_weights(self, path)
 
-    def slot_padding(self, src: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return target.eq(self.pad_id)
-
     def align(self, hidden: torch.Tensor, slot_padding: torch.Tensor, target: torch.Tensor
               ) -> Tuple[torch.Tensor, torch.Tensor]:
         return target, ~slot_padding
