@@ -85,6 +85,32 @@ def test_bench_rows_per_precision_and_budget(trained, small_corpus, tmp_path, ca
     assert "--device cuda" in _error_line(capsys) and not (tmp_path / "x.json").exists()
 
 
+def test_bench_scores_each_setting_against_references(trained, small_corpus, tmp_path, capsys):
+    """--reference: every row carries the sacreBLEU of its output on the whole input (also
+    when --limit times fewer), the number `generate`'s output scores; a reference file of
+    another length is refused."""
+    import sacrebleu
+
+    out, hyp = tmp_path / "bench.json", tmp_path / "greedy.en"
+    source, reference = small_corpus["valid"]["de"], small_corpus["valid"]["en"]
+    assert main(["bench", "--model", str(trained), "--input", source, "--reference", reference,
+                 "--limit", "8", "--threads", "1", "--repeats", "1", "--only", "greedy",
+                 "--output", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert main(["generate", "--model", str(trained), "--input", source, "--output", str(hyp),
+                 "--beam", "1"]) == 0
+    references = open(reference, encoding="utf-8").read().splitlines()
+    expected = sacrebleu.corpus_bleu(hyp.read_text(encoding="utf-8").splitlines(), [references])
+    assert row["bleu"] == round(expected.score, 2) and "tok:13a" in row["bleu_signature"]
+    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
+    short = tmp_path / "short.en"
+    short.write_text("A dog.\n", encoding="utf-8")
+    assert main(["bench", "--model", str(trained), "--input", source, "--reference", str(short),
+                 "--limit", "8", "--output", str(tmp_path / "x.json")]) == 2
+    assert "1 lines, but --input has 40" in _error_line(capsys)
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_average_checkpoints_by_step(small_corpus, tmp_path, capsys):
     config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
                          tmp_path / "run", max_steps=6, validate_interval=2)

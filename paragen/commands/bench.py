@@ -17,7 +17,12 @@ refinement pass; CMLM a single pass and (PyTorch only) mask-predict with 4 and 1
 iterations; DA-Transformer its three path searches; an AR model stored with
 SpeculativeGenerator its stored drafter, verifying the whole draft or 4 tokens per step
 (`benchmarks/speculative.py` compares it with greedy search).
-Prints a table and writes JSON (plus a PNG bar chart when matplotlib is installed).
+With `--reference`, every system's output on the whole --input (its `translate`, untimed,
+whatever --limit times) is also scored with sacreBLEU: one run gives the speed and the
+quality of every setting.
+Prints a table and writes JSON, plus a PNG when matplotlib is installed: with --reference,
+BLEU against sentences/s (batch 1 and batched) with the Pareto front marked (`paragen plot`
+redraws it from the JSON); without, a bar chart of speed.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ import torch
 from paragen.datasets import read_lines
 from paragen.errors import ConfigError, DataError
 from paragen.interfaces import Translator
+from paragen.commands.plot import plot_bench as plot
 from paragen.model_folder import is_exported, read_manifest, stored_config
 from paragen.samplers import BucketSampler
 from paragen.tasks.build import load_trained_task
@@ -58,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True,
                         help="model folder or checkpoint (repeat for several)")
     parser.add_argument("--input", required=True, help="source sentences, one per line")
+    parser.add_argument("--reference", help="reference translations, line-aligned with --input: "
+                                            "each system's output on all of --input is "
+                                            "scored with sacreBLEU")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts to time each system at")
     parser.add_argument("--max-tokens", type=int, nargs="+", default=[4096],
@@ -174,14 +183,18 @@ def run(args: argparse.Namespace) -> int:
     if args.output is None:
         folder = args.model[0] if os.path.isdir(args.model[0]) else os.path.dirname(args.model[0])
         args.output = os.path.join(folder, "decode_speed.json")
-    lines = read_lines(args.input)[:args.limit or None]
+    every_line = read_lines(args.input)
+    lines = every_line[:args.limit or None]
     if not lines:
         raise DataError(f"--input {args.input}: no sentences to time")
+    # BLEU is the whole test set's, also when --limit times only its start
+    scoring = ((every_line, read_references(args.reference, len(every_line)))
+               if args.reference else None)
     result = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
               "input": args.input, "sentences": len(lines),
               "batch_tokens": args.max_tokens, "repeats": args.repeats, "rounds": args.rounds,
               "machine": describe_machine(args.device), "rows": []}
-    systems = build_systems(args, lines)
+    systems = build_systems(args, lines, scoring)
     for round_index in range(args.rounds):
         for system in systems:
             torch.set_num_threads(system["row"]["threads"])
@@ -199,7 +212,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_systems(args: argparse.Namespace, lines: List[str]) -> List[Dict[str, Any]]:
+def read_references(path: str, count: int) -> List[str]:
+    """A reference file line-aligned with --input: another line count would score the
+    systems against the wrong sentences."""
+    references = read_lines(path)
+    if len(references) != count:
+        raise DataError(f"--reference {path}: {len(references)} lines, but --input has {count}")
+    return references
+
+
+def score(task, lines: List[str], references: List[str]) -> Dict[str, Any]:
+    """sacreBLEU of one system's output (untimed), with the signature that makes it
+    comparable."""
+    from sacrebleu.metrics import BLEU  # lazy, as in paragen.metrics
+
+    bleu = BLEU()
+    with torch.inference_mode():
+        value = bleu.corpus_score(task.translate(lines), [references])
+    return {"bleu": round(value.score, 2), "bleu_signature": str(bleu.get_signature())}
+
+
+def build_systems(args: argparse.Namespace, lines: List[str],
+                  scoring: Tuple[List[str], List[str]] | None = None) -> List[Dict[str, Any]]:
     """Every (model, setting, precision, int8, threads) built and warmed up once, so that
     rounds can visit them in turn: a machine that slows down for a minute then slows every
     system in that round, not just the one being timed, and the ratios survive."""
@@ -229,9 +263,14 @@ def build_systems(args: argparse.Namespace, lines: List[str]) -> List[Dict[str, 
                                  + (["int8"] if quantize else []))
             split = task.encode(lines)
             warm_up(task, split, args.max_tokens[0])
-            systems.append({"task": task, "split": split, "timings": [],
-                            "row": {"system": label, "model": model, "threads": threads,
-                                    "device": args.device, "precision": precision}})
+            row = {"system": label, "model": model, "threads": threads, "device": args.device,
+                   "precision": precision}
+            if scoring is not None:  # one thread count scores the setting for all
+                same = next((s["row"] for s in systems if s["row"]["system"] == label
+                             and s["row"]["model"] == model), None)
+                row.update({k: same[k] for k in ("bleu", "bleu_signature")} if same
+                           else score(task, *scoring))
+            systems.append({"task": task, "split": split, "timings": [], "row": row})
     if not systems:
         names = dict.fromkeys(name for model in args.model for name, _ in settings_for(model)[1])
         raise ConfigError(f"--only {' '.join(args.only)}: no such setting for these models "
@@ -288,26 +327,7 @@ def model_name(row: Dict[str, Any]) -> str:
 def format_row(row: Dict[str, Any]) -> str:
     batched = "  ".join(f"{b['sentences_per_s']:7.1f} sent/s ({b['batch_tokens']} tok)"
                         for b in row["batched_at"])
-    return (f"{row['system']:<26} {model_name(row):<28} threads={row['threads']}  batch 1: "
+    bleu = f"  BLEU {row['bleu']:5.2f}" if "bleu" in row else ""
+    return (f"{row['system']:<26} {model_name(row):<28} threads={row['threads']}{bleu}  batch 1: "
             f"{row['batch1']['sentences_per_s']:7.1f} sent/s "
             f"({row['batch1']['ms_per_sentence_median']:6.2f} ms median)  batched: {batched}")
-
-
-def plot(rows: List[Dict[str, Any]], path: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no chart (pip install 'paragen[bench]')")
-        return
-    labels = [f"{r['system']}\n{model_name(r)}, {r['threads']} thr" for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, len(rows) * 1.2), 4.5))
-    for ax, key, title in ((axes[0], "batch1", "batch 1"), (axes[1], "batched", "batched")):
-        ax.bar(range(len(rows)), [r[key]["sentences_per_s"] for r in rows])
-        ax.set_xticks(range(len(rows)), labels, rotation=60, fontsize=7)
-        ax.set_ylabel("sentences / s")
-        ax.set_title(f"decoding speed, {title}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")

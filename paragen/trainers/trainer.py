@@ -43,7 +43,7 @@ class Trainer:
                  save_dir: str = "checkpoints", keep_last: int = 5, assess_by: str = "valid.bleu",
                  early_stopping_patience: int = 0, log_interval: int = 50, resume: bool = True,
                  init_from: Optional[str] = None, compile: bool = False, overwrite: bool = False,
-                 *, env):
+                 tensorboard: bool = False, *, env):
         if not (max_steps or max_epochs or max_minutes):
             raise ParagenError("task.trainer: set at least one of max_steps, max_epochs, max_minutes")
         self.optimizer_config = optimizer or {"class": "AdamW"}
@@ -65,6 +65,9 @@ class Trainer:
                 raise ConfigError(f"task.trainer.{name}: must be ≥ {low}, got {value}")
         self.init_from = init_from  # a checkpoint to start from (e.g. the AR teacher for GLAT)
         self.compile = compile  # torch.compile the network (measured: docs/benchmarks.md)
+        # every metrics.jsonl record also as TensorBoard scalars in save_dir/tensorboard
+        self.tensorboard = tensorboard
+        self.board = None
         self.step = self.epoch = self.batch_in_epoch = self.bad_validations = 0
         self.best: Optional[float] = None
         self.last_validated_step = -1
@@ -192,6 +195,8 @@ class Trainer:
         if resuming:
             self._restore(task, last)
         self.metrics_log = _open_log(os.path.join(self.save_dir, "metrics.jsonl"))
+        if self.tensorboard and self.env.is_main:
+            self.board = _open_board(os.path.join(self.save_dir, "tensorboard"))
         # Ctrl-C / SIGTERM ask the loop to stop after the update in progress, so the saved
         # state (weights, optimizer, RNG, data position) is one that an uninterrupted run also
         # passes through and resuming repeats it exactly. A second signal stops at once
@@ -219,6 +224,8 @@ class Trainer:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
             self.metrics_log.close()
+            if self.board is not None:
+                self.board.close()
         if self.stop_requested:
             logger.warning("interrupted at step %d: saved %s; rerun the same command to resume",
                            self.step, last)
@@ -410,6 +417,13 @@ class Trainer:
         if self.env.is_main:
             self.metrics_log.write(json.dumps(record) + "\n")
             self.metrics_log.flush()
+            if self.board is not None:
+                group = "valid" if record.get("validation") else "train"
+                for key, value in record.items():
+                    if isinstance(value, (int, float)) and key not in ("step", "validation"):
+                        name = key if "." in key else f"{group}/{key}"
+                        self.board.add_scalar(name.replace(".", "/", 1), value, self.step)
+                self.board.flush()
 
     def _validate(self, task) -> Dict[str, Any]:
         self.last_validated_step = self.step
@@ -487,6 +501,17 @@ def _open_log(path: str):
     if cut_short:
         log.write("\n")
     return log
+
+
+def _open_board(folder: str):
+    """A TensorBoard writer (the optional `tensorboard` package); resuming appends to the
+    same folder, and TensorBoard joins the event files by step."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ConfigError("task.trainer.tensorboard: needs the tensorboard package "
+                          "(pip install 'paragen[tensorboard]')") from err
+    return SummaryWriter(folder)
 
 
 def _differs(old: Any, new: Any) -> bool:
