@@ -12,7 +12,7 @@ import inspect
 import logging
 import types
 import typing
-from typing import Any, Callable, Dict, Type
+from typing import Any, Callable, Dict, Tuple, Type
 
 from paragen.errors import ConfigError, ParagenError
 
@@ -104,28 +104,55 @@ def check_arguments(cls: type, kwargs: Dict[str, Any], path: str,
     """Validate `kwargs` against `cls.__init__`: unknown, missing and mistyped keys."""
     runtime = runtime or {}
     kwargs = _rename_keys(cls, kwargs, path)
-    signature = inspect.signature(cls.__init__)
-    params = {n: p for n, p in signature.parameters.items()
-              if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    accepts_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
-    user_facing = [n for n in params if n not in runtime]
+    own = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
+           if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    params, hints, accepts_any = constructor_parameters(cls)
+    user_facing = [n for n, p in params.items() if n not in runtime and p.kind != p.KEYWORD_ONLY]
     for key in kwargs:
         if key not in params and not accepts_any:
             raise ConfigError(
                 f"{path}.{key}: unexpected key for {cls.__name__}{_closest(key, user_facing)}"
                 f" (valid keys: {', '.join(user_facing)})")
-    for name, p in params.items():
+    for name, p in own.items():  # a base's required key may be filled in by the subclass
         if p.default is p.empty and name not in kwargs and name not in runtime:
             raise ConfigError(f"{path}.{name}: missing required key for {cls.__name__}")
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # unresolvable forward references: skip type checks, keep the rest
-        hints = {}
     checked = dict(kwargs)
     for key, value in kwargs.items():
         if key in hints:
             checked[key] = coerce(value, hints[key], f"{path}.{key}")
     return checked
+
+
+def constructor_parameters(cls: type) -> Tuple[Dict[str, inspect.Parameter], Dict[str, Any],
+                                                bool]:
+    """The keys `cls` can be built with, their type hints, and whether it takes any key.
+
+    A subclass that forwards `**options` to its base (a plug-in's `class MyGLAT(GLAT)`) takes
+    the base's keys too, so they are followed up the class hierarchy until a constructor
+    without `**` closes the set. Only a `**` that reaches past every paragen constructor
+    (into torch's or Python's) means "any key"."""
+    params: Dict[str, inspect.Parameter] = {}
+    hints: Dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        if klass is object or klass.__module__.split(".")[0] == "torch":
+            return params, hints, True
+        try:
+            own_hints = typing.get_type_hints(init)
+        except Exception:  # unresolvable forward references: skip type checks, keep the rest
+            own_hints = {}
+        signature = inspect.signature(init)
+        for name, p in signature.parameters.items():
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) \
+                    and name not in params:
+                params[name] = p
+                if name in own_hints:
+                    hints[name] = own_hints[name]
+        if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+            return params, hints, False
+    return params, hints, True
 
 
 def _rename_keys(cls: type, kwargs: Dict[str, Any], path: str) -> Dict[str, Any]:

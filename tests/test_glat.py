@@ -1,7 +1,9 @@
 """GLAT: glancing, lengths, parallel decoding with NPD, overfitting, distillation."""
 import copy
+import json
 
 import pytest
+import sacrebleu
 import torch
 import torch.nn.functional as F
 from helpers import tiny_config, write_pairs
@@ -123,7 +125,6 @@ def test_collapse_repeats_and_left_align():
 @pytest.mark.parametrize("output", ["length", "ctc"])
 def test_glat_overfits_a_small_corpus(small_corpus, tmp_path, output):
     """Both GLAT outputs (length classifier, CTC) memorise 100 pairs in 500 updates."""
-    import json
 
     from paragen.datasets import read_lines
 
@@ -193,6 +194,21 @@ def test_ar_reranker_picks_the_candidate_the_teacher_prefers(small_corpus, tmp_p
     assert main(["generate", "--model", str(tmp_path / "glat"), "--input",
                  small_corpus["valid"]["de"], "--output", str(out)]) == 0
     assert len(out.read_text(encoding="utf-8").splitlines()) == 40
+    # bench --reranker adds the reranked NPD setting, scored like `evaluate` scores it
+    result = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(tmp_path / "glat"), "--input",
+                 small_corpus["valid"]["de"], "--reference", small_corpus["valid"]["en"],
+                 "--reranker", str(tmp_path / "teacher"), "--only", "NPD-5 reranked",
+                 "--limit", "4", "--threads", "1", "--repeats", "1",
+                 "--output", str(result)]) == 0
+    row = json.loads(result.read_text())["rows"][0]
+    assert row["system"] == "GLAT NPD-5 reranked"
+    reranked = load_trained_task(str(tmp_path / "glat"), "infer", [
+        "task.generator.length_beam=5", f"task.generator.reranker={tmp_path / 'teacher'}"])
+    hypotheses = reranked.translate(open(small_corpus["valid"]["de"]).read().splitlines())
+    expected = sacrebleu.corpus_bleu(hypotheses, [open(small_corpus["valid"]["en"]).read()
+                                                  .splitlines()])
+    assert row["bleu"] == round(expected.score, 2)
 
 
 def test_ctc_best_alignment_is_the_most_probable_path():

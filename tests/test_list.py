@@ -1,7 +1,10 @@
 """`paragen list`: every registered class with its arguments; docs/reference.md matches it."""
 from pathlib import Path
 
+import pytest
+
 from paragen.cli import main
+from paragen.errors import ConfigError
 from paragen.registry import KINDS, registered
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,3 +94,37 @@ def test_version_and_help_with_defaults_and_overrides(capsys):
     with pytest.raises(SystemExit):
         main(["build-tokenizer", "--help"])
     assert "config overrides" not in capsys.readouterr().out  # takes no config
+
+
+def test_a_subclass_forwarding_options_takes_and_lists_its_base_keys(tmp_path, capsys):
+    """`class MyGLAT(GLAT)` with `**options`: GLAT's keys are listed with its own, and a
+    misspelled one fails at the config check with a did-you-mean, not inside a constructor."""
+    from paragen.registry import build
+
+    plugin = tmp_path / "forwardplugin"
+    plugin.mkdir()
+    (plugin / "__init__.py").write_text(
+        '"""The plug-in module (not shown for its classes)."""\n'
+        "from paragen.criteria import GlancingCrossEntropy\n"
+        "from paragen.registry import register_criterion\n"
+        "@register_criterion\n"
+        "class StepGlancing(GlancingCrossEntropy):\n"
+        '    """Glancing that drops to its end ratio at once, e.g. at 0.3 of the run. Long\n'
+        '    description follows."""\n'
+        "    def __init__(self, switch_at: float = 0.5, **options):\n"
+        "        super().__init__(**options)\n"
+        "        self.switch_at = switch_at\n")
+    assert main(["list", "criterion", "StepGlancing", "--lib", str(plugin)]) == 0
+    printed = capsys.readouterr().out
+    assert "switch_at: float = 0.5" in printed and "glance_start: float" in printed
+    assert "plug-in module" not in printed
+    assert main(["list", "criterion", "--lib", str(plugin)]) == 0
+    assert "StepGlancing: Glancing that drops to its end ratio at once, e.g. at 0.3 of the " \
+           "run.\n" in capsys.readouterr().out
+    built = build("criterion", {"class": "StepGlancing", "glance_start": 0.4}, "task.criterion",
+                  pad_id=0)
+    assert built.switch_at == 0.5 and built.glance_start == 0.4
+    with pytest.raises(ConfigError, match=r"task\.criterion\.glance_strat: unexpected key for "
+                                          r"StepGlancing.*did you mean 'glance_start'"):
+        build("criterion", {"class": "StepGlancing", "glance_strat": 0.4}, "task.criterion",
+              pad_id=0)

@@ -12,9 +12,9 @@ Each timed call includes moving the source to the device and the output back to 
 so GPU timings need no extra synchronization and count what a real `generate` pays.
 AR models run greedy and beam 4 (a CTranslate2 export too: in float32 and, with --quantize
 or from an int8 export, in int8, as rows "CTranslate2 float32 greedy" ...); NAT models a
-single pass, plus, for length-predicting models, NPD over 5 lengths and (PyTorch only) one
-refinement pass; CMLM a single pass and (PyTorch only) mask-predict with 4 and 10
-iterations; DA-Transformer its three path searches; an AR model stored with
+single pass and NPD over 5 lengths (with `--reranker AR`, also ranked by that AR model),
+plus, for length-predicting models (PyTorch only), one refinement pass; CMLM a single
+pass and (PyTorch only) mask-predict with 4 and 10 iterations; DA-Transformer its three path searches; an AR model stored with
 SpeculativeGenerator its stored drafter, verifying the whole draft or 4 tokens per step
 (`benchmarks/speculative.py` compares it with greedy search).
 With `--reference`, every system's output on the whole --input (its `translate`, untimed,
@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", help="reference translations, line-aligned with --input: "
                                             "each system's output on all of --input is "
                                             "scored with sacreBLEU")
+    parser.add_argument("--reranker", help="AR model (folder or .pt): NAT models with "
+                                           "NATGenerator also run NPD-5 ranked by it "
+                                           "(the 'NPD-5 reranked' setting)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts to time each system at")
     parser.add_argument("--max-tokens", type=int, nargs="+", default=[4096],
@@ -80,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="only the first N sentences")
     parser.add_argument("--only", nargs="+", metavar="SETTING",
                         help="time only these settings (greedy, beam4, single, NPD-5, refine-1, "
-                             "mask-predict-4, mask-predict-10, lookahead, viterbi, "
-                             "speculative, speculative-4)")
+                             "'NPD-5 reranked', mask-predict-4, mask-predict-10, lookahead, "
+                             "viterbi, speculative, speculative-4)")
     parser.add_argument("--quantize", action="store_true",
                         help="also time int8 dynamic quantization of Linear layers (a float32 "
                              "CTranslate2 export: CTranslate2's int8 compute type)")
@@ -127,8 +130,10 @@ def time_batched(task, split: Dict[str, Any], batch_tokens: int, repeats: int) -
             "ms_per_sentence": 1e3 * seconds / len(split["src"]), "batch_tokens": batch_tokens}
 
 
-def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
-    """The system's name in the table (model class + engine) and the settings timed for it."""
+def settings_for(model: str, reranker: str | None = None
+                 ) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
+    """The system's name in the table (model class + engine) and the settings timed for it
+    (`reranker`: an AR model that ranks NPD candidates, for NATGenerator models)."""
     task_config = stored_config(model)["task"]
     generator = str((task_config.get("generator") or {}).get("class", "SequenceGenerator"))
     model_class, engine, exported = str(task_config["model"]["class"]), "", is_exported(model)
@@ -147,7 +152,8 @@ def settings_for(model: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
         # (a CTC output is collapsed afterwards), and it needs the PyTorch model.
         length_model = model_class.lower() != "ctcnat"
         return model_class + engine, [NAT_SINGLE, NAT_NPD] + (
-            [NAT_REFINE] if length_model and not exported else [])
+            [NAT_REFINE] if length_model and not exported else []) + (
+            [("NPD-5 reranked", {"length_beam": 5, "reranker": reranker})] if reranker else [])
     if generator == "maskpredictgenerator":
         return model_class + engine, MASK_PREDICT[:1] if exported else MASK_PREDICT
     if generator == "daggenerator":
@@ -239,7 +245,7 @@ def build_systems(args: argparse.Namespace, lines: List[str],
     system in that round, not just the one being timed, and the ratios survive."""
     systems = []
     for model in args.model:
-        kind, settings = settings_for(model)
+        kind, settings = settings_for(model, args.reranker)
         ct2_int8 = kind == CT2 and read_manifest(model).get("quantized") == "int8"
         # int8 quantization applies to PyTorch models and, at load, to a float32 CTranslate2
         # export; another exported one is quantized at export
@@ -272,7 +278,8 @@ def build_systems(args: argparse.Namespace, lines: List[str],
                            else score(task, *scoring))
             systems.append({"task": task, "split": split, "timings": [], "row": row})
     if not systems:
-        names = dict.fromkeys(name for model in args.model for name, _ in settings_for(model)[1])
+        names = dict.fromkeys(name for model in args.model
+                              for name, _ in settings_for(model, args.reranker)[1])
         raise ConfigError(f"--only {' '.join(args.only)}: no such setting for these models "
                           f"(they have: {', '.join(names)})")
     return systems

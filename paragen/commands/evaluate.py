@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", help="reference translations, line-aligned with --input")
     parser.add_argument("--output-dir", help="write <split>.hyp files here")
     parser.add_argument("--beam", type=int, help="beam size (1 = greedy); default: the config's")
-    parser.add_argument("--lib", action="append", default=[], help="plug-in module or folder to import (repeatable)")
+    parser.add_argument("--lib", action="append", default=[],
+                        help="plug-in module or folder to import (repeatable, or comma-separated)")
     parser.set_defaults(accepts_overrides=True)
 
 

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "jsonl"), default="text",
                         help="text: the answer alone (translation, label); jsonl: the whole "
                              "answer as JSON (label probabilities)")
-    parser.add_argument("--lib", action="append", default=[], help="plug-in module or folder to import (repeatable)")
+    parser.add_argument("--lib", action="append", default=[],
+                        help="plug-in module or folder to import (repeatable, or comma-separated)")
     parser.set_defaults(accepts_overrides=True)
 
 

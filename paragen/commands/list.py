@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 from typing import Iterable, List
 
 from paragen.errors import ConfigError
@@ -65,27 +66,46 @@ def _classes(kind: str) -> List[type]:
 
 
 def description(cls: type) -> str:
-    """The module's docstring (a model file's describes the model it holds) and the class's."""
-    parts = [inspect.getdoc(inspect.getmodule(cls)), inspect.getdoc(cls) if cls.__doc__ else None]
+    """The class's docstring, after its module's for a built-in class (a model file's
+    describes the model it holds; a plug-in's module docstring is about the plug-in)."""
+    module_doc = inspect.getdoc(inspect.getmodule(cls)) \
+        if cls.__module__.startswith("paragen.") else None
+    parts = [module_doc, inspect.getdoc(cls) if cls.__doc__ else None]
     return "\n\n".join(part.strip() for part in parts if part)
 
 
 def summary(cls: type) -> str:
-    """The first line of the class's docstring, or of its module's when the class has none or
-    starts by listing its arguments."""
+    """The first sentence of the class's docstring, or of its module's when the class has
+    none or starts by listing its arguments."""
     for doc in (inspect.getdoc(cls) if cls.__doc__ else None,
                 inspect.getdoc(inspect.getmodule(cls))):
         if doc and not doc.startswith("`"):
-            return doc.strip().splitlines()[0]
+            return first_sentence(" ".join(doc.strip().split("\n\n")[0].split()))
     return ""
 
 
+ABBREVIATIONS = ("e.g", "i.e", "al", "etc", "vs", "cf")
+
+
+def first_sentence(paragraph: str) -> str:
+    """Up to the first full stop that ends a sentence (not "e.g." or "et al.", and followed
+    by a capital or nothing)."""
+    for end in re.finditer(r"\.(\s+|$)", paragraph):
+        before, after = paragraph[:end.start()], paragraph[end.end():]
+        if before.split()[-1].lower() in ABBREVIATIONS or after[:1].islower():
+            continue
+        return before + "."
+    return paragraph
+
+
 def argument_lines(cls: type) -> List[str]:
-    """`name: type = default` for each config key of the constructor."""
+    """`name: type = default` for each config key of the constructor, with those a subclass
+    forwards to its base through `**options`."""
+    from paragen.registry import constructor_parameters
+
     lines = []
-    for name, param in inspect.signature(cls.__init__).parameters.items():
-        if name == "self" or param.kind in (param.KEYWORD_ONLY, param.VAR_POSITIONAL,
-                                            param.VAR_KEYWORD):
+    for name, param in constructor_parameters(cls)[0].items():
+        if param.kind == param.KEYWORD_ONLY:
             continue
         annotation = "" if param.annotation is param.empty else f": {_type_name(param)}"
         default = " (required)" if param.default is param.empty \

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "translation only, translate it in pieces at sentence "
                              "boundaries (split)")
     parser.add_argument("--beam", type=int, help="AR beam size (1 = greedy)")
-    parser.add_argument("--lib", action="append", default=[], help="plug-in module or folder to import (repeatable)")
+    parser.add_argument("--lib", action="append", default=[],
+                        help="plug-in module or folder to import (repeatable, or comma-separated)")
     parser.set_defaults(accepts_overrides=True)
 
 

@@ -109,6 +109,7 @@ class NATGenerator(nn.Module):
         lengths = lengths.reshape(-1)
         slots = int(lengths.max())
         target_padding = torch.arange(slots, device=src.device)[None, :] >= lengths[:, None]
+        sources = src  # each once, for the reranker
         if k > 1:
             src, memory, memory_padding = src[rows], memory[rows], memory_padding[rows]
         with_scores = k > 1 or self.refine_steps > 0 or self.return_scores
@@ -125,7 +126,7 @@ class NATGenerator(nn.Module):
         if with_scores:
             scores = token_scores.masked_fill(target_padding, 0.0).sum(-1) / lengths
             if self.reranker is not None and k > 1:
-                scores = self.reranker(src, tokens, self.bos_id, self.eos_id)
+                scores = self.reranker(sources, tokens, self.bos_id, self.eos_id)
             best = scores.view(batch, k).argmax(-1)
             chosen = torch.arange(batch, device=src.device) * k + best
             tokens, scores = tokens[chosen], scores[chosen]
@@ -165,7 +166,11 @@ def left_align(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 
 def load_reranker(path: str, pad_id: int, config_path: str = "task.generator.reranker"):
-    """An AR teacher as a scoring function: mean log p(candidate + eos | source)."""
+    """An AR teacher as a scoring function: mean log p(candidate + eos | source).
+
+    `src` holds each source once (B rows) and `tokens` its k candidates next to each other
+    (B·k rows): the teacher encodes every source once and scores all candidates in one
+    teacher-forced decoder pass."""
     teacher = load_trained_model(path, config_path)
 
     @torch.inference_mode()
@@ -176,8 +181,13 @@ def load_reranker(path: str, pad_id: int, config_path: str = "task.generator.rer
         target = torch.cat([body, torch.full_like(body[:, :1], pad_id)], dim=1)
         target.scatter_(1, lengths[:, None], eos_id)
         prev = torch.cat([torch.full_like(body[:, :1], bos_id), body], dim=1)
-        logits = teacher(src, prev)["logits"].float()
-        logp = torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        memory, memory_padding = teacher.encoder(src)
+        k = tokens.size(0) // src.size(0)
+        if k > 1:
+            memory = memory.repeat_interleave(k, dim=0)
+            memory_padding = memory_padding.repeat_interleave(k, dim=0)
+        logits = teacher.decoder(prev, memory, memory_padding).float()
+        logp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         return logp.masked_fill(target.eq(pad_id), 0.0).sum(-1) / (lengths + 1)
 
     return score

@@ -49,6 +49,9 @@ def build_task(config: Dict[str, Any], libs: List[str] = (), base_dir: str = "."
     """The built task of `config` (a dict with `task` and `env`), plug-ins `libs` imported."""
     env_config = dict(config.get("env") or {})
     env_config["custom_libs"] = split_libs(env_config.get("custom_libs", [])) + split_libs(libs)
+    # recorded in the config a checkpoint stores: a model trained with `--lib X` tells
+    # `generate` without it which plug-in it needs
+    config["env"] = {**(config.get("env") or {}), "custom_libs": env_config["custom_libs"]}
     env = build_env(env_config).setup()
     if isinstance(config["task"].get("model"), dict):
         migrate_model_config(config["task"]["model"])

@@ -40,7 +40,7 @@ class NATBase(nn.Module):
         super().__init__()
         if decoder.get("causal", False):
             raise ValueError(f"{config_path}.decoder.causal: a NAT decoder must be non-causal")
-        self.pad_id, self.max_length = pad_id, max_length
+        self.pad_id, self.max_length, self.d_model = pad_id, max_length, d_model
         self.encoder, self.decoder = build_encoder_decoder(
             encoder, {**decoder, "causal": False}, d_model, share_embedding, src_vocab_size,
             tgt_vocab_size, pad_id, config_path)
