@@ -359,3 +359,36 @@ def test_generate_with_trained_drafters_matches_greedy(small_corpus, tmp_path, t
             assert task.generator.statistics()["verify_passes"] > 0
     assert len(outputs["greedy"]) == 40
     assert outputs["glat"] == outputs["greedy"] and outputs["ctc"] == outputs["greedy"]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_ar_model_verifies_exported_drafts_like_greedy(small_corpus, tmp_path,
+                                                                tiny_model, fmt):
+    """The exported path: an exported AR model's block graph verifies an exported CTC
+    drafter's drafts, and the output is the exported model's greedy output."""
+    from helpers import tiny_config, write_config
+
+    from paragen.cli import main
+    from paragen.tasks.build import load_trained_task
+
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "ctc", max_steps=5)
+    config["task"]["model"].update({"class": "CTCNAT", "upsample": 2.0})
+    config["task"]["criterion"] = {"class": "GlancingCTC"}
+    config["task"]["generator"] = {"class": "NATGenerator"}
+    assert main(["train", "--config", write_config(config, tmp_path / "ctc.yaml")]) == 0
+    for name, folder in (("ar", tiny_model), ("ctc", tmp_path / "ctc")):
+        assert main(["export", "--model", str(folder), "--format", fmt,
+                     "--output", str(tmp_path / f"{name}-{fmt}")]) == 0
+    exported = str(tmp_path / f"ar-{fmt}")
+    lines = Path(small_corpus["valid"]["de"]).read_text(encoding="utf-8").splitlines()
+    greedy_task = load_trained_task(exported, "infer")  # its config decodes greedily
+    expected = greedy_task.translate(lines)
+    for block_size in (0, 3):
+        task = load_trained_task(exported, "infer", [
+            "task.generator.class=SpeculativeGenerator",
+            f"task.generator.drafter={tmp_path / f'ctc-{fmt}'}",
+            f"task.generator.block_size={block_size}"])
+        assert isinstance(task.generator, SpeculativeGenerator)
+        assert task.translate(lines) == expected
+        assert task.generator.statistics()["verify_passes"] > 0

@@ -74,8 +74,8 @@ class TransformerDecoder(nn.Module):
         return x if return_hidden else self.output_projection(x)
 
     def forward_block(self, tokens: torch.Tensor, positions: torch.Tensor,
-                      memory: torch.Tensor, memory_padding: torch.Tensor,
-                      cache: List[LayerCache]) -> torch.Tensor:
+                      memory: Optional[torch.Tensor], memory_padding: torch.Tensor,
+                      cache: List[LayerCache], extent: Optional[int] = None) -> torch.Tensor:
         """Logits (B,W,V) of W new tokens per row placed at that row's own positions (B,W),
         consecutive within a row, over a cache whose rows hold different numbers of entries.
 
@@ -86,8 +86,11 @@ class TransformerDecoder(nn.Module):
         in place (`write_at_positions`): use it with this method only, not with `forward`.
         Positions past the position table (padding of a short row's block) reuse the table's
         last vector; their outputs mean nothing and the caller ignores them.
+        `extent`: the cache positions attended over (default: up to the furthest position);
+        an exported graph passes its fixed-size buffer's length, a shape, not a value.
         """
-        extent = int(positions[:, -1].max()) + 1
+        if extent is None:
+            extent = int(positions[:, -1].max()) + 1
         keys = torch.arange(extent, device=positions.device)
         self_mask = keys[None, None, None, :] <= positions[:, None, :, None]
         table = self.embed.positions.weight.size(0)

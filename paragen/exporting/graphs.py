@@ -6,6 +6,10 @@ values computed inside), which is what ONNX and TorchScript handle well:
   AR (Seq2Seq)   encoder: src (B,S) → memory_kv (B,L,2,H,S,Dh), memory_padding (B,S)
                  step:    token (N,1), memory_kv, memory_padding, past_kv (N,L,2,H,t,Dh)
                           → logits (N,V), next_kv (past_kv grown to t+1)
+                 block:   tokens (N,W), positions (N,W), memory_kv, memory_padding,
+                          past_kv (N,L,2,H,C,Dh) → logits (N,W,V), next_kv (the same C
+                          entries, the block written at its positions): speculative
+                          verification, each row at its own length
   NAT (GLAT)     encoder: src (B,S) → memory (B,S,D), memory_padding (B,S), length_logits
                  decoder: src, memory, memory_padding, target_padding (B,T)
                           → tokens (B,T), token log-probs (B,T)
@@ -68,6 +72,27 @@ class ARStepGraph(nn.Module):
                                                single_step=True)[:, -1]
         grown = torch.stack([torch.stack([c["k"], c["v"]], dim=1) for c in cache], dim=1)
         return logits, grown
+
+
+class ARBlockGraph(nn.Module):
+    """Verification of W tokens per row at the row's own positions over a fixed-capacity
+    cache (`TransformerDecoder.forward_block`): the caller sizes the cache buffer (C ≥ the
+    furthest position + 1), so every shape follows from the inputs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.decoder = model.decoder
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, memory_kv: torch.Tensor,
+                memory_padding: torch.Tensor, past_kv: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        cache = [{"k": past_kv[:, i, 0].clone(), "v": past_kv[:, i, 1].clone(),
+                  "mem_k": memory_kv[:, i, 0], "mem_v": memory_kv[:, i, 1]}
+                 for i in range(past_kv.size(1))]
+        logits = self.decoder.forward_block(tokens, positions, None, memory_padding, cache,
+                                            extent=past_kv.size(4))
+        written = torch.stack([torch.stack([c["k"], c["v"]], dim=1) for c in cache], dim=1)
+        return logits, written
 
 
 class NATEncoderGraph(nn.Module):
@@ -150,10 +175,13 @@ def example_inputs(model: nn.Module, family: str, batch: int = 3, src_len: int =
     layers, _, heads, _, head_dim = memory_kv.shape[1:]
     past = torch.randn(batch, layers, 2, heads, tgt_len, head_dim)
     token = torch.randint(4, 20, (batch, 1))
-    return {"encoder": (src,), "step": (token, memory_kv, memory_padding, past)}
+    block = torch.randint(4, 20, (batch, 3))
+    positions = torch.arange(3)[None, :] + torch.arange(batch)[:, None] % (tgt_len - 2)
+    return {"encoder": (src,), "step": (token, memory_kv, memory_padding, past),
+            "block": (block, positions, memory_kv, memory_padding, past)}
 
 
-GRAPHS = {"ar": {"encoder": AREncoderGraph, "step": ARStepGraph},
+GRAPHS = {"ar": {"encoder": AREncoderGraph, "step": ARStepGraph, "block": ARBlockGraph},
           "nat": {"encoder": NATEncoderGraph, "decoder": NATDecoderGraph,
                   "tokens": NATTokensGraph},
           "dag": {"encoder": NATEncoderGraph, "graph": DAGGraph},
@@ -170,7 +198,11 @@ DYNAMIC_AXES = {
     "ar": {"encoder": _SOURCE_AXES,
            "step": {"token": {0: "batch"}, "memory_kv": {0: "batch", 4: "src_len"},
                     "memory_padding": {0: "batch", 1: "src_len"},
-                    "past_kv": {0: "batch", 4: "past_len"}}},
+                    "past_kv": {0: "batch", 4: "past_len"}},
+           "block": {"tokens": {0: "batch", 1: "block"}, "positions": {0: "batch", 1: "block"},
+                     "memory_kv": {0: "batch", 4: "src_len"},
+                     "memory_padding": {0: "batch", 1: "src_len"},
+                     "past_kv": {0: "batch", 4: "capacity"}}},
     # the tokens-only and lattice graphs take the decoder graph's inputs
     "nat": {"encoder": _SOURCE_AXES, "decoder": _SLOT_AXES, "tokens": _SLOT_AXES},
     "dag": {"encoder": _SOURCE_AXES, "graph": _VERTEX_AXES},
@@ -180,13 +212,16 @@ DYNAMIC_AXES = {
                                   "logits": {0: "batch"}}}}
 _SLOT_INPUTS = ["src", "memory", "memory_padding", "target_padding"]
 INPUT_NAMES = {"ar": {"encoder": ["src"], "step": ["token", "memory_kv", "memory_padding",
-                                                   "past_kv"]},
+                                                   "past_kv"],
+                      "block": ["tokens", "positions", "memory_kv", "memory_padding",
+                                "past_kv"]},
                "nat": {"encoder": ["src"], "decoder": _SLOT_INPUTS, "tokens": _SLOT_INPUTS},
                "dag": {"encoder": ["src"], "graph": _SLOT_INPUTS[:3] + ["vertex_padding"]},
                "crf": {"encoder": ["src"], "lattice": _SLOT_INPUTS},
                "classifier": {"classifier": ["src", "segments"]}}  # segments: pairs only
 _NAT_ENCODER_OUTPUTS = ["memory", "memory_padding", "length_logits"]
-OUTPUT_NAMES = {"ar": {"encoder": ["memory_kv", "memory_padding"], "step": ["logits", "next_kv"]},
+OUTPUT_NAMES = {"ar": {"encoder": ["memory_kv", "memory_padding"], "step": ["logits", "next_kv"],
+                       "block": ["logits", "next_kv"]},
                 "nat": {"encoder": _NAT_ENCODER_OUTPUTS, "decoder": ["tokens", "scores"],
                         "tokens": ["tokens"]},
                 "dag": {"encoder": _NAT_ENCODER_OUTPUTS, "graph": ["tokens", "scores", "links"]},

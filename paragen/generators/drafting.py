@@ -115,7 +115,10 @@ class NATDrafter(nn.Module):
 
 
 def vocabulary_sizes(model: nn.Module) -> Optional[Tuple[int, int]]:
-    """(source, target) vocabulary sizes of a PyTorch encoder-decoder, None if unknown."""
+    """(source, target) vocabulary sizes of an encoder-decoder (an exported one states
+    them), None if unknown."""
+    if getattr(model, "vocabulary_sizes", None):
+        return model.vocabulary_sizes
     try:
         return (int(model.encoder.embed.tokens.num_embeddings),
                 int(model.decoder.output_projection.out_features))
@@ -141,8 +144,7 @@ def build_drafter(drafter: Union[str, nn.Module], verifier: nn.Module, eos_id: i
     ours, theirs = vocabulary_sizes(verifier), vocabulary_sizes(drafter)
     if ours is None or theirs is None:
         raise ConfigError(f"{config_path}.drafter: cannot compare the vocabularies of "
-                          f"{type(verifier).__name__} and {name}; speculative decoding needs "
-                          f"PyTorch checkpoints of both (not exports)")
+                          f"{type(verifier).__name__} and {name}")
     if ours != theirs:
         raise ConfigError(f"{config_path}.drafter: its vocabulary (source {theirs[0]}, target "
                           f"{theirs[1]} ids) differs from the AR model's (source {ours[0]}, "

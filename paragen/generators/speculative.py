@@ -35,6 +35,10 @@ After a disagreement the draft past it is stale (`paragen.generators.drafting`):
     gained nothing measurable. An unconditioned re-draft of a CTC model would only repeat
     its first draft, so it is not offered.
 
+An exported AR model (`paragen export`, ONNX or TorchScript) verifies through its `block`
+graph, with a PyTorch or exported NAT drafter: `--task.generator.class SpeculativeGenerator
+--task.generator.drafter runs/exported/glat-ctc-onnx` on the exported folder.
+
 Relaxed acceptance (GAD++), off by default (`accept_top: 1`): a draft token is also accepted
 when it is among the AR model's `accept_top` best tokens and its log-probability is within
 `accept_tolerance` of the best one. More tokens pass per step, and the output is no longer

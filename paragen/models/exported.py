@@ -18,9 +18,10 @@ import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from paragen.errors import DataError
+from paragen.errors import ConfigError, DataError
 from paragen.model_folder import SUFFIX, read_manifest
 from paragen.models.nat import GLAT
 from paragen.models.nat.crf import slots_from_lattice
@@ -97,6 +98,26 @@ class ExportedStepDecoder:
                                             memory_padding=memory_padding, past_kv=past)
         return logits[:, None]
 
+    def forward_block(self, tokens: torch.Tensor, positions: torch.Tensor,
+                      memory_kv: torch.Tensor, memory_padding: torch.Tensor,
+                      cache: List[dict]) -> torch.Tensor:
+        """`TransformerDecoder.forward_block` through the block graph (speculative decoding):
+        the cache buffer grows here, doubling, so that the graph's shapes follow its inputs."""
+        if "block" not in self.runner.graphs:
+            raise ConfigError("task.generator.class: this AR export has no block graph for "
+                              "SpeculativeGenerator (exported by an earlier version): export "
+                              "the checkpoint again")
+        extent = int(positions[:, -1].max()) + 1
+        past = cache[0].get("k")
+        if past is None:
+            past = torch.zeros(tokens.size(0), self.layers, 2, self.heads, extent, self.head_dim)
+        elif past.size(4) < extent:  # (N,L,2,H,C,Dh): pad the C axis
+            past = F.pad(past, (0, 0, 0, max(extent, 2 * past.size(4)) - past.size(4)))
+        logits, cache[0]["k"] = self.runner("block", tokens=tokens, positions=positions,
+                                            memory_kv=memory_kv, memory_padding=memory_padding,
+                                            past_kv=past)
+        return logits
+
 
 @register_model
 class ExportedModel(nn.Module):
@@ -116,6 +137,9 @@ class ExportedModel(nn.Module):
         folder = path if os.path.isdir(path) else os.path.dirname(path)
         manifest = read_manifest(folder)
         self.family, self.pad_id = manifest["family"], pad_id
+        # the tokenizers' sizes, which the graphs were made for (a drafter must match)
+        self.vocabulary_sizes = (src_vocab_size, tgt_vocab_size) \
+            if src_vocab_size and tgt_vocab_size else None
         self.runner = GraphRunner(folder, manifest["format"], manifest["graphs"], threads)
         if self.family == "classifier":
             graph = (manifest["num_outputs"], manifest["segments"])
