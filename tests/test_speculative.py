@@ -2,6 +2,7 @@
 acceptance counts, length rules, relaxed acceptance, refusals, and `paragen generate`."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -392,3 +393,14 @@ def test_exported_ar_model_verifies_exported_drafts_like_greedy(small_corpus, tm
         assert isinstance(task.generator, SpeculativeGenerator)
         assert task.translate(lines) == expected
         assert task.generator.statistics()["verify_passes"] > 0
+    if fmt == "onnx":  # bench --drafter: speculative rows beside greedy, the same output
+        result = tmp_path / "bench.json"
+        assert main(["bench", "--model", exported, "--drafter", str(tmp_path / "ctc-onnx"),
+                     "--input", small_corpus["valid"]["de"],
+                     "--reference", small_corpus["valid"]["en"], "--only", "greedy",
+                     "speculative", "speculative-4", "--limit", "4", "--threads", "1",
+                     "--repeats", "1", "--output", str(result)]) == 0
+        rows = json.loads(result.read_text())["rows"]
+        assert [r["system"] for r in rows] == ["AR onnx greedy", "AR onnx speculative",
+                                               "AR onnx speculative-4"]
+        assert len({r["bleu"] for r in rows}) == 1

@@ -15,8 +15,9 @@ or from an int8 export, in int8, as rows "CTranslate2 float32 greedy" ...); NAT 
 single pass and NPD over 5 lengths (with `--reranker AR`, also ranked by that AR model),
 plus, for length-predicting models (PyTorch only), one refinement pass; CMLM a single
 pass and (PyTorch only) mask-predict with 4 and 10 iterations; DA-Transformer its three path searches; an AR model stored with
-SpeculativeGenerator its stored drafter, verifying the whole draft or 4 tokens per step
-(`benchmarks/speculative.py` compares it with greedy search).
+SpeculativeGenerator its stored drafter, verifying the whole draft or 4 tokens per step,
+as every AR model with `--drafter NAT` (`benchmarks/speculative.py` adds acceptance counts
+and relaxed acceptance).
 With `--reference`, every system's output on the whole --input (its `translate`, untimed,
 whatever --limit times) is also scored with sacreBLEU: one run gives the speed and the
 quality of every setting.
@@ -70,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reranker", help="AR model (folder or .pt): NAT models with "
                                            "NATGenerator also run NPD-5 ranked by it "
                                            "(the 'NPD-5 reranked' setting)")
+    parser.add_argument("--drafter", help="NAT model (folder or .pt) with the AR models' "
+                                          "tokenizer: AR models also run speculative decoding "
+                                          "drafted by it (settings speculative, speculative-4)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts to time each system at")
     parser.add_argument("--max-tokens", type=int, nargs="+", default=[4096],
@@ -130,10 +134,11 @@ def time_batched(task, split: Dict[str, Any], batch_tokens: int, repeats: int) -
             "ms_per_sentence": 1e3 * seconds / len(split["src"]), "batch_tokens": batch_tokens}
 
 
-def settings_for(model: str, reranker: str | None = None
+def settings_for(model: str, reranker: str | None = None, drafter: str | None = None
                  ) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
     """The system's name in the table (model class + engine) and the settings timed for it
-    (`reranker`: an AR model that ranks NPD candidates, for NATGenerator models)."""
+    (`reranker`: an AR model that ranks NPD candidates, for NATGenerator models; `drafter`:
+    a NAT model that drafts for AR models)."""
     task_config = stored_config(model)["task"]
     generator = str((task_config.get("generator") or {}).get("class", "SequenceGenerator"))
     model_class, engine, exported = str(task_config["model"]["class"]), "", is_exported(model)
@@ -160,7 +165,10 @@ def settings_for(model: str, reranker: str | None = None
         return model_class + engine, DAG_SETTINGS
     if generator == "speculativegenerator":
         return "AR" + engine, SPECULATIVE
-    return "AR" + engine, AR_SETTINGS
+    # greedy's length rules, as the greedy row: the outputs are then the same
+    drafted = [(name, {"search": AR_SETTINGS[0][1]["search"], "class": "SpeculativeGenerator",
+                       "drafter": drafter, **setting}) for name, setting in SPECULATIVE]
+    return "AR" + engine, AR_SETTINGS + (drafted if drafter else [])
 
 
 def build_for(model: str, setting: Dict[str, Any], quantize: bool, device: str,
@@ -245,7 +253,7 @@ def build_systems(args: argparse.Namespace, lines: List[str],
     system in that round, not just the one being timed, and the ratios survive."""
     systems = []
     for model in args.model:
-        kind, settings = settings_for(model, args.reranker)
+        kind, settings = settings_for(model, args.reranker, args.drafter)
         ct2_int8 = kind == CT2 and read_manifest(model).get("quantized") == "int8"
         # int8 quantization applies to PyTorch models and, at load, to a float32 CTranslate2
         # export; another exported one is quantized at export
@@ -279,7 +287,8 @@ def build_systems(args: argparse.Namespace, lines: List[str],
             systems.append({"task": task, "split": split, "timings": [], "row": row})
     if not systems:
         names = dict.fromkeys(name for model in args.model
-                              for name, _ in settings_for(model, args.reranker)[1])
+                              for name, _ in settings_for(model, args.reranker,
+                                                          args.drafter)[1])
         raise ConfigError(f"--only {' '.join(args.only)}: no such setting for these models "
                           f"(they have: {', '.join(names)})")
     return systems
