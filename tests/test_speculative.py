@@ -362,23 +362,32 @@ def test_generate_with_trained_drafters_matches_greedy(small_corpus, tmp_path, t
     assert outputs["glat"] == outputs["greedy"] and outputs["ctc"] == outputs["greedy"]
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_exported_ar_model_verifies_exported_drafts_like_greedy(small_corpus, tmp_path,
-                                                                tiny_model, fmt):
-    """The exported path: an exported AR model's block graph verifies an exported CTC
-    drafter's drafts, and the output is the exported model's greedy output."""
+@pytest.fixture(scope="module")
+def ctc_drafter(small_corpus, tmp_path_factory) -> Path:
+    """A tiny CTCNAT trained for 5 steps (the tokenizer of `tiny_model`)."""
     from helpers import tiny_config, write_config
 
     from paragen.cli import main
-    from paragen.tasks.build import load_trained_task
 
+    root = tmp_path_factory.mktemp("ctc-drafter")
     config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
-                         tmp_path / "ctc", max_steps=5)
+                         root / "run", max_steps=5)
     config["task"]["model"].update({"class": "CTCNAT", "upsample": 2.0})
     config["task"]["criterion"] = {"class": "GlancingCTC"}
     config["task"]["generator"] = {"class": "NATGenerator"}
-    assert main(["train", "--config", write_config(config, tmp_path / "ctc.yaml")]) == 0
-    for name, folder in (("ar", tiny_model), ("ctc", tmp_path / "ctc")):
+    assert main(["train", "--config", write_config(config, root / "ctc.yaml")]) == 0
+    return root / "run"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_ar_model_verifies_exported_drafts_like_greedy(small_corpus, tmp_path,
+                                                                tiny_model, ctc_drafter, fmt):
+    """The exported path: an exported AR model's block graph verifies an exported CTC
+    drafter's drafts, and the output is the exported model's greedy output."""
+    from paragen.cli import main
+    from paragen.tasks.build import load_trained_task
+
+    for name, folder in (("ar", tiny_model), ("ctc", ctc_drafter)):
         assert main(["export", "--model", str(folder), "--format", fmt,
                      "--output", str(tmp_path / f"{name}-{fmt}")]) == 0
     exported = str(tmp_path / f"ar-{fmt}")
