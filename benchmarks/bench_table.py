@@ -12,11 +12,13 @@ import json
 import os
 from typing import Any, Dict, List
 
+from paragen.commands.plot import fastest_per_system
+
 
 def fastest(rows: List[Dict[str, Any]], system: str, model: str, key: str) -> Dict[str, Any]:
     """The row of (system, model) with the most sentences/s on `key` over thread counts."""
-    candidates = [r for r in rows if r["system"] == system and r["model"] == model]
-    return max(candidates, key=lambda r: r[key]["sentences_per_s"])
+    return next(r for r in fastest_per_system(rows, key)
+                if r["system"] == system and r["model"] == model)
 
 
 def table(result: Dict[str, Any], baselines: List[str]) -> str:
