@@ -126,8 +126,13 @@ def test_evaluate_one_direction_from_files(ar_model, corpus, capsys):
     assert main(["evaluate", "--model", str(ar_model), "--input", corpus["valid"]["de"],
                  "--reference", corpus["valid"]["en"]]) == 0
     names = {line.split(" = ")[0] for line in capsys.readouterr().out.splitlines()}
-    # both trained directions between the two files' languages are scored
-    assert names == {"test bleu", "test de-en.bleu", "test en-de.bleu"}
+    # the input's language into the reference's only, not en-de as well
+    assert names == {"test bleu", "test de-en.bleu"}
+    # a stored split, restricted to the directions into one language
+    assert main(["evaluate", "--model", str(ar_model), "--task.target_lang", "cs"]) == 0
+    names = {line.split(" = ")[0] for line in capsys.readouterr().out.splitlines()}
+    assert names == {"valid bleu", "valid de-cs.bleu", "valid en-cs.bleu",
+                     "valid zero_shot.fr-cs.bleu"}
 
 
 def test_generate_needs_a_target_language(ar_model, corpus, tmp_path, capsys):

@@ -14,9 +14,10 @@ language to produce. The target side is untagged.
 Evaluation splits are scored per direction (`valid.de-en.bleu`), for every trained and
 zero-shot direction whose two languages the split holds; `valid.bleu` is the mean over the
 trained directions (what checkpoints are chosen by), zero-shot directions are reported apart
-(`valid.zero_shot.fr-cs.bleu`). Generation translates into `target_lang`
-(`paragen generate --model DIR --task.target_lang en < in.de`), as fairseq's `--target-lang`;
-the source language needs no saying.
+(`valid.zero_shot.fr-cs.bleu`); with `target_lang` set, only the directions into it.
+`evaluate --input test.de --reference test.en` scores de-en. Generation translates into
+`target_lang` (`paragen generate --model DIR --task.target_lang en < in.de`), as fairseq's
+`--target-lang`; the source language needs no saying.
 
 With `TemperatureSampler` as the train sampler, directions are mixed by temperature
 (p_d ∝ n_d^(1/T)); any other sampler sees all pairs as one pool.
@@ -185,10 +186,11 @@ class MultilingualTranslationTask(Seq2SeqTask):
             directions = self.directions
         else:
             directions = [pair for pair in self.directions + self.zero_shot
-                          if set(pair) <= held]
+                          if set(pair) <= held and self.target_lang in (None, pair[1])]
             if not directions:
+                into = f" into {self.target_lang} (task.target_lang)" if self.target_lang else ""
                 raise ConfigError(f"task.data.{name}.path: holds {', '.join(sorted(held))}, "
-                                  f"no trained or zero-shot direction")
+                                  f"no trained or zero-shot direction{into}")
         blocks, references, rows, start = [], [], {}, 0
         for source, target in directions:
             blocks.append((target, dataset.lines(source)))
@@ -246,8 +248,9 @@ class MultilingualTranslationTask(Seq2SeqTask):
                    reference: Optional[str]) -> Dict[str, Any]:
         """`evaluate --input test.de --reference test.en`: a `test` split of the two files;
         each file's suffix names its language (fairseq's `--source-lang/--target-lang` name
-        file suffixes too). As any split, it scores every trained or zero-shot direction
-        between its languages: de-en and en-de."""
+        file suffixes too). Only the input's language into the reference's is scored (de-en):
+        the reference's language becomes `target_lang`, which keeps a split's directions to
+        those into it (a stored split too, with `--task.target_lang`)."""
         languages = task_config.get("languages") or []
         if not (input and reference):
             raise ConfigError("--input and --reference go together: line-aligned files named "
@@ -259,4 +262,5 @@ class MultilingualTranslationTask(Seq2SeqTask):
                 raise ConfigError(f"{file}: name --input and --reference by their languages, "
                                   f"two of {', '.join(languages)} (test.de, test.en)")
             path[language] = file
+        task_config["target_lang"] = os.path.splitext(reference)[1].lstrip(".")
         return {"test": {"class": "ParallelTextDataset", "path": path}}
