@@ -121,6 +121,48 @@ def test_resume_continues_exactly(small_corpus, tmp_path):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_weight_average_follows_the_warmed_up_decay():
+    from paragen.trainers.ema import WeightAverage
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    model.weight.data.fill_(0.0)
+    average = WeightAverage(model, decay=0.9)
+    model.weight.data.fill_(10.0)
+    average.update(model, step=1)  # decay min(0.9, 2/11): mostly the new weights
+    assert average.state_dict()["weight"].item() == pytest.approx(10 * 9 / 11)
+    for step in range(2, 200):
+        average.update(model, step)
+    model.weight.data.fill_(20.0)
+    average.update(model, step=200)  # the full decay by now
+    assert average.state_dict()["weight"].item() == pytest.approx(0.9 * 10 + 0.1 * 20, abs=1e-4)
+    with average.swapped_in(model):
+        assert model.weight.item() == pytest.approx(11.0, abs=1e-4)
+    assert model.weight.item() == 20.0
+
+
+def test_weight_average_is_validated_saved_and_resumed_exactly(small_corpus, tmp_path):
+    def config(name, steps):
+        return tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                           tmp_path / name, max_steps=steps, validate_interval=6,
+                           ema_decay=0.8)
+
+    task_a, result = _train(config("a", 12))
+    last = load_checkpoint(str(tmp_path / "a" / "last.pt"))
+    averaged, trained = last["model"], last["trained_model"]
+    assert any(not torch.allclose(averaged[k], trained[k]) for k in trained)
+    for name, tensor in task_a.model.state_dict().items():  # the model trains on its own weights
+        assert torch.equal(tensor, trained[name]), name
+    # the final validation scored the average: loading it gives the same loss
+    task_a.model.load_state_dict(averaged)
+    assert task_a.validate()["valid.loss"] == pytest.approx(result["valid.loss"], abs=1e-5)
+    _train(config("b", 6))
+    task_b, _ = _train(config("b", 12))
+    resumed = load_checkpoint(str(tmp_path / "b" / "last.pt"))
+    for key in ("model", "trained_model"):
+        for name, tensor in last[key].items():
+            assert torch.allclose(tensor, resumed[key][name], atol=1e-6), (key, name)
+
+
 def test_gradient_accumulation_equals_one_big_batch(small_corpus, tmp_path):
     config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
                          tmp_path / "acc", max_steps=1)

@@ -112,3 +112,28 @@ def _alive(holder: dict) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def open_metrics_log(path: str):
+    """Append to a JSON-lines log; a line cut short by a crash (kill -9) is ended first, so
+    the next record starts on its own line."""
+    cut_short = False
+    if os.path.isfile(path) and os.path.getsize(path) > 0:
+        with open(path, "rb") as existing:
+            existing.seek(-1, os.SEEK_END)
+            cut_short = existing.read(1) != b"\n"
+    log = open(path, "a", encoding="utf-8")
+    if cut_short:
+        log.write("\n")
+    return log
+
+
+def open_board(folder: str):
+    """A TensorBoard writer (the optional `tensorboard` package); resuming appends to the
+    same folder, and TensorBoard joins the event files by step."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ConfigError("task.trainer.tensorboard: needs the tensorboard package "
+                          "(pip install 'paragen[tensorboard]')") from err
+    return SummaryWriter(folder)

@@ -29,8 +29,9 @@ from paragen.errors import ConfigError, DataError, ParagenError, TrainingInterru
 from paragen.interfaces import ProgressAware
 from paragen.optim import parameter_groups
 from paragen.registry import build, register_trainer
-from paragen.trainers.run_folder import (RunLock, clear_run, holds_a_run,
-                                         remove_orphaned_temp_files)
+from paragen.trainers.ema import WeightAverage
+from paragen.trainers.run_folder import (RunLock, clear_run, holds_a_run, open_board,
+                                         open_metrics_log, remove_orphaned_temp_files)
 
 logger = logging.getLogger("paragen")
 
@@ -43,7 +44,7 @@ class Trainer:
                  save_dir: str = "checkpoints", keep_last: int = 5, assess_by: str = "valid.bleu",
                  early_stopping_patience: int = 0, log_interval: int = 50, resume: bool = True,
                  init_from: Optional[str] = None, compile: bool = False, overwrite: bool = False,
-                 tensorboard: bool = False, *, env):
+                 tensorboard: bool = False, ema_decay: float = 0.0, *, env):
         if not (max_steps or max_epochs or max_minutes):
             raise ParagenError("task.trainer: set at least one of max_steps, max_epochs, max_minutes")
         self.optimizer_config = optimizer or {"class": "AdamW"}
@@ -63,6 +64,12 @@ class Trainer:
                                  ("early_stopping_patience", early_stopping_patience, 0)):
             if value < low:
                 raise ConfigError(f"task.trainer.{name}: must be ≥ {low}, got {value}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ConfigError(f"task.trainer.ema_decay: in [0, 1) (0: off; 0.999 averages "
+                              f"about the last 1,000 updates), got {ema_decay}")
+        # Validate, choose and save an average of the weights instead of the last ones
+        # (trainers/ema.py); the trained weights are kept too, for resuming.
+        self.ema_decay, self.ema = ema_decay, None
         self.init_from = init_from  # a checkpoint to start from (e.g. the AR teacher for GLAT)
         self.compile = compile  # torch.compile the network (measured: docs/benchmarks.md)
         # every metrics.jsonl record also as TensorBoard scalars in save_dir/tensorboard
@@ -86,9 +93,15 @@ class Trainer:
                                params=parameter_groups(model))
         self.scheduler = build("lr_scheduler", self.scheduler_config, "task.trainer.lr_scheduler")
         self.scaler = torch.amp.GradScaler(enabled=self.env.precision == "fp16")
+        self.ema = WeightAverage(model, self.ema_decay) if self.ema_decay else None
 
     def state_dict(self, task, rng: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        return {"model": model_state(task.model), "optimizer": self.optimizer.state_dict(),
+        """"model" is what evaluation and inference load: with ema_decay, the averaged
+        weights; the trained ones are then "trained_model", which only resuming reads."""
+        weights = {"model": model_state(task.model)}
+        if self.ema is not None:
+            weights = {"model": self.ema.state_dict(), "trained_model": weights["model"]}
+        return {**weights, "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": rng or rng_state(), "config": task.config,
                 "trainer": {"step": self.step, "epoch": self.epoch,
                             "batch_in_epoch": self.batch_in_epoch, "best": self.best,
@@ -104,7 +117,18 @@ class Trainer:
         if not {"model", "optimizer", "trainer", "rng", "scaler"} <= set(state):
             raise DataError(f"{path}: not a training checkpoint of paragen (cannot resume "
                             f"from it; set task.trainer.overwrite: true to start over)")
-        assign_weights(task.model, state["model"], f"{path} (resuming)")
+        trained = state.get("trained_model")
+        assign_weights(task.model, state["model"] if trained is None else trained,
+                       f"{path} (resuming)")
+        if self.ema is not None and trained is not None:
+            self.ema.load_state_dict(state["model"])
+        elif self.ema is not None:
+            self.ema = WeightAverage(task.model, self.ema_decay)
+            logger.warning("task.trainer.ema_decay: %s holds no weight average; it starts "
+                           "from the resumed weights", path)
+        elif trained is not None:
+            logger.warning("task.trainer.ema_decay: 0, so the weight average in %s is dropped;"
+                           " training continues from its trained weights", path)
         self._restore_optimizer(state, path)
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -194,9 +218,9 @@ class Trainer:
                                "max_minutes, or max_epochs over a corpus of known length")
         if resuming:
             self._restore(task, last)
-        self.metrics_log = _open_log(os.path.join(self.save_dir, "metrics.jsonl"))
+        self.metrics_log = open_metrics_log(os.path.join(self.save_dir, "metrics.jsonl"))
         if self.tensorboard and self.env.is_main:
-            self.board = _open_board(os.path.join(self.save_dir, "tensorboard"))
+            self.board = open_board(os.path.join(self.save_dir, "tensorboard"))
         # Ctrl-C / SIGTERM ask the loop to stop after the update in progress, so the saved
         # state (weights, optimizer, RNG, data position) is one that an uninterrupted run also
         # passes through and resuming repeats it exactly. A second signal stops at once
@@ -359,6 +383,8 @@ class Trainer:
         self._consistent = False  # weights change; the step count follows in train_loop
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(task.model, self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         return totals
 
@@ -444,7 +470,8 @@ class Trainer:
         return self._validate_main(task)
 
     def _validate_main(self, task) -> Dict[str, Any]:
-        scores = task.validate()
+        with self.ema.swapped_in(task.model) if self.ema else contextlib.nullcontext():
+            scores = task.validate()
         scores["step"] = self.step
         value = scores.get(self.assess_by)
         improved = value is not None and (
@@ -487,31 +514,6 @@ def _chunks(iterator: Iterator, size: int) -> Iterator[List]:
     iterator = iter(iterator)
     while chunk := list(islice(iterator, size)):
         yield chunk
-
-
-def _open_log(path: str):
-    """Append to a JSON-lines log; a line cut short by a crash (kill -9) is ended first, so
-    the next record starts on its own line."""
-    cut_short = False
-    if os.path.isfile(path) and os.path.getsize(path) > 0:
-        with open(path, "rb") as existing:
-            existing.seek(-1, os.SEEK_END)
-            cut_short = existing.read(1) != b"\n"
-    log = open(path, "a", encoding="utf-8")
-    if cut_short:
-        log.write("\n")
-    return log
-
-
-def _open_board(folder: str):
-    """A TensorBoard writer (the optional `tensorboard` package); resuming appends to the
-    same folder, and TensorBoard joins the event files by step."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:
-        raise ConfigError("task.trainer.tensorboard: needs the tensorboard package "
-                          "(pip install 'paragen[tensorboard]')") from err
-    return SummaryWriter(folder)
 
 
 def _differs(old: Any, new: Any) -> bool:
