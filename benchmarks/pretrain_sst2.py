@@ -16,10 +16,11 @@ the same fine-tuning from scratch on the same vocabulary.
 3. fine-tunes examples/sst2/classifier_pretrained.yaml from RUNS/mlm/best.pt for
    --finetune-steps updates (RUNS/sst2-pretrained);
 4. runs the same fine-tuning from scratch (`init_from=null`, RUNS/sst2-scratch-spm);
-5. writes the JSON result (the command, the machine, minutes of each phase, masked-token
-   accuracy and perplexity by step, SST-2 valid accuracy by step and dev scores of both
-   classifiers' best checkpoints, scored by `paragen evaluate --input dev.tsv`) and a PNG
-   beside it (matplotlib: `pip install 'paragen[bench]'`; without it no chart).
+5. writes the JSON result (the command, the machine, each phase's minutes of update time as
+   its trainer counts them, over resumed parts too, and the wall minutes of this invocation;
+   masked-token accuracy and perplexity by step, SST-2 valid accuracy by step and dev scores
+   of both classifiers' best checkpoints, scored by `paragen evaluate --input dev.tsv`) and a
+   PNG beside it (matplotlib: `pip install 'paragen[bench]'`; without it no chart).
 Overrides (`env.device=cuda`, `task.trainer.validate_interval=100`) apply to all three runs.
 A rerun resumes runs left unfinished; remove RUNS/* to start over. Run it on an otherwise
 idle machine.
@@ -176,13 +177,13 @@ def main() -> None:
         "command": " ".join([sys.executable.split("/")[-1]] + sys.argv),
         "configs": {"pretrain": MLM_CONFIG, "finetune": FINETUNE_CONFIG},
         "machine": machine(),
-        "minutes": minutes,
+        "wall_minutes_this_invocation": minutes,
+        "update_minutes": {name: round(update_seconds(folder) / 60, 2) for name, folder in
+                           (("pretrain", mlm), ("finetune_pretrained", pretrained),
+                            ("finetune_scratch", scratch))},
         "pretraining_text_lines": written or None,  # None: the files were already there
         "pretrain": {
             "updates": pretraining[-1]["step"],
-            # inside optimizer updates, over every resumed part of the run (the trainer's own
-            # count); minutes["pretrain"] is the wall time of this invocation only
-            "update_minutes": round(update_seconds(mlm) / 60, 2),
             "masked_accuracy_by_step": {r["step"]: round(r["valid.masked_accuracy"], 2)
                                         for r in pretraining},
             "perplexity_by_step": {r["step"]: round(r["valid.perplexity"], 2)
