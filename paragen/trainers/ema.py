@@ -17,12 +17,14 @@ from typing import Dict, Iterator
 import torch
 from torch import nn
 
+from paragen.checkpoint import assign_weights, model_state
+
 
 class WeightAverage:
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.average = {name: tensor.detach().clone()
-                        for name, tensor in _bare(model).state_dict().items()}
+                        for name, tensor in model_state(model).items()}
 
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1 + step) / (10 + step))
@@ -31,7 +33,7 @@ class WeightAverage:
     def update(self, model: nn.Module, step: int) -> None:
         """Move the average toward the weights after update number `step` (counted from 1)."""
         weight = 1.0 - self.decay_at(step)
-        for name, tensor in _bare(model).state_dict().items():
+        for name, tensor in model_state(model).items():
             average = self.average[name]
             if average.is_floating_point():
                 average.lerp_(tensor.detach(), weight)
@@ -48,14 +50,9 @@ class WeightAverage:
     @contextlib.contextmanager
     def swapped_in(self, model: nn.Module) -> Iterator[None]:
         """The averaged weights in `model` for the block (validation), then its own again."""
-        bare = _bare(model)
-        trained = {name: tensor.detach().clone() for name, tensor in bare.state_dict().items()}
-        bare.load_state_dict(self.average)
+        trained = {name: tensor.detach().clone() for name, tensor in model_state(model).items()}
+        assign_weights(model, self.average, "the weight average")
         try:
             yield
         finally:
-            bare.load_state_dict(trained)
-
-
-def _bare(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
+            assign_weights(model, trained, "the trained weights")
