@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "paragen"
 LAYERS = [
     ("core", {"errors", "registry", "config", "env", "checkpoint", "model_folder", "interfaces",
               "files"}),
-    ("data", {"tokenizers", "datasets", "samplers", "dataloaders"}),
+    ("data", {"tokenizers", "datasets", "samplers", "dataloaders", "cleaning"}),
     ("modules", {"modules", "encoders", "decoders"}),
     ("models", {"models"}),
     ("components", {"criteria", "search", "generators", "optim", "lr_schedulers", "metrics",
