@@ -2,7 +2,8 @@
 
 The same class serves both families: an AR model calls `forward(tokens)` with `causal=True`;
 a NAT model builds its own decoder input vectors and calls `forward_embedded(vectors)` with
-`causal=False`. Output logits come from a projection that may share the embedding weight.
+`causal=False`. Output logits come from a projection that may share the embedding weight. `dlcl: true`
+combines the layers dynamically (paragen/modules/dlcl.py), for deep decoders.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
+from paragen.modules.dlcl import LayerCombination, run_layers
 from paragen.modules.layers import (LayerCache, TokenEmbedding, TransformerLayer,
                                     padding_to_attn_mask)
 from paragen.registry import register_decoder
@@ -22,7 +24,8 @@ class TransformerDecoder(nn.Module):
                  ffn_dim: int = 2048, dropout: float = 0.1, attention_dropout: float = 0.0,
                  activation_dropout: float = 0.0,
                  activation: str = "relu", pre_norm: bool = False, learned_positions: bool = False,
-                 max_positions: int = 1024, causal: bool = True, *, vocab_size: int, pad_id: int,
+                 max_positions: int = 1024, causal: bool = True, dlcl: bool = False, *,
+                 vocab_size: int, pad_id: int,
                  embed: Optional[nn.Embedding] = None, share_output_embedding: bool = True):
         super().__init__()
         self.d_model, self.pad_id, self.causal = d_model, pad_id, causal
@@ -33,6 +36,7 @@ class TransformerDecoder(nn.Module):
             TransformerLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout,
                              activation_dropout, activation, pre_norm, cross_attention=True)
             for _ in range(num_layers))
+        self.dlcl = LayerCombination(num_layers, d_model) if dlcl else None
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
         self.output_projection = nn.Linear(d_model, vocab_size, bias=False)
         if share_output_embedding:
@@ -67,9 +71,9 @@ class TransformerDecoder(nn.Module):
         # One query step against a cache needs no causal mask: it may see every cached key.
         single_step = single_step or (cache is not None and x.size(1) == 1)
         is_causal = self.causal and not single_step
-        for i, layer in enumerate(self.layers):
-            x = layer(x, self_mask=self_mask, is_causal=is_causal, memory=memory,
-                      memory_mask=memory_mask, cache=None if cache is None else cache[i])
+        x = run_layers(x, len(self.layers), lambda i, h: self.layers[i](
+            h, self_mask=self_mask, is_causal=is_causal, memory=memory, memory_mask=memory_mask,
+            cache=None if cache is None else cache[i]), self.dlcl)
         x = self.final_norm(x)
         return x if return_hidden else self.output_projection(x)
 
@@ -96,9 +100,9 @@ class TransformerDecoder(nn.Module):
         table = self.embed.positions.weight.size(0)
         x = self.embed.embed_at(tokens, positions.clamp(max=table - 1))
         memory_mask = padding_to_attn_mask(memory_padding)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, self_mask=self_mask, memory=memory, memory_mask=memory_mask,
-                      cache=cache[i], cache_positions=positions)
+        x = run_layers(x, len(self.layers), lambda i, h: self.layers[i](
+            h, self_mask=self_mask, memory=memory, memory_mask=memory_mask, cache=cache[i],
+            cache_positions=positions), self.dlcl)
         return self.output_projection(self.final_norm(x))
 
     def init_cache(self) -> List[LayerCache]:

@@ -1,4 +1,5 @@
-"""The Transformer encoder (Vaswani et al. 2017), pre- or post-norm."""
+"""The Transformer encoder (Vaswani et al. 2017), pre- or post-norm, optionally with DLCL
+(`dlcl: true`, paragen/modules/dlcl.py) for deep stacks."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -6,6 +7,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from paragen.modules.dlcl import LayerCombination, run_layers
 from paragen.modules.layers import TokenEmbedding, TransformerLayer, padding_to_attn_mask
 from paragen.registry import register_encoder
 
@@ -16,15 +18,17 @@ class TransformerEncoder(nn.Module):
                  ffn_dim: int = 2048, dropout: float = 0.1, attention_dropout: float = 0.0,
                  activation_dropout: float = 0.0,
                  activation: str = "relu", pre_norm: bool = False, learned_positions: bool = False,
-                 max_positions: int = 1024, *, vocab_size: int, pad_id: int,
-                 embed: Optional[nn.Embedding] = None):
+                 max_positions: int = 1024, dlcl: bool = False, *, vocab_size: int,
+                 pad_id: int, embed: Optional[nn.Embedding] = None):
         super().__init__()
         self.d_model, self.pad_id = d_model, pad_id
         self.embed = TokenEmbedding(vocab_size, d_model, pad_id, max_positions, learned_positions,
                                     dropout, embed)
         self.layers = nn.ModuleList(
             TransformerLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout,
-                             activation_dropout, activation, pre_norm, cross_attention=False) for _ in range(num_layers))
+                             activation_dropout, activation, pre_norm, cross_attention=False)
+            for _ in range(num_layers))
+        self.dlcl = LayerCombination(num_layers, d_model) if dlcl else None
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
 
     def forward(self, src: torch.Tensor, added: Optional[torch.Tensor] = None
@@ -40,6 +44,6 @@ class TransformerEncoder(nn.Module):
             x = self.embed(src)
         else:
             x = self.embed.embed_vectors(self.embed.tokens(src) * self.embed.scale + added)
-        for layer in self.layers:
-            x = layer(x, self_mask=mask)
+        x = run_layers(x, len(self.layers), lambda i, h: self.layers[i](h, self_mask=mask),
+                       self.dlcl)
         return self.final_norm(x), padding

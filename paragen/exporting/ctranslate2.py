@@ -83,6 +83,9 @@ def check_exportable(net: nn.Module, model: str) -> None:
         raise ConfigError(f"{model}: --format ctranslate2 converts the AR Transformer "
                           f"(Seq2Seq with TransformerEncoder and a causal TransformerDecoder), "
                           f"not {type(net).__name__}; use --format onnx or torchscript")
+    if net.encoder.dlcl is not None or net.decoder.dlcl is not None:
+        raise ConfigError(f"{model}: CTranslate2 has no dynamic layer combination (dlcl: true); "
+                          f"use --format onnx or torchscript")
     epsilons = {m.eps for m in net.modules() if isinstance(m, nn.LayerNorm)}
     if len(epsilons) != 1:
         raise ConfigError(f"{model}: CTranslate2 takes one layer-norm epsilon, the model has "
