@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Tuple
 
 import yaml
 
+from paragen.compat import from_paragen
 from paragen.errors import ConfigError
 
 _DEFINE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -165,6 +166,7 @@ def load_config(path: str | None, overrides: Iterable[str] = ()) -> Dict[str, An
     config = apply_overrides(config, [(k, v) for k, v in parsed if k.startswith("define.")])
     config = substitute_defines(config)
     config = apply_overrides(config, [(k, v) for k, v in parsed if not k.startswith("define.")])
+    config = from_paragen(config)
     unknown = set(config) - {"task", "env"}
     if unknown:
         raise ConfigError(f"{path or 'config'}: unknown top-level key(s) {sorted(unknown)}; "

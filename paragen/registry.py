@@ -49,6 +49,21 @@ def register(kind: str, name: str | None = None) -> Callable[[type], type]:
     return decorator
 
 
+def add_kind(kind: str) -> Callable:
+    """A new module kind from a plug-in (ParaGen's `setup_registry`): creates its registry and
+    returns its `register_<kind>` decorator; `build(kind, config, path)` then builds its
+    classes like any built-in kind's. Adding an existing kind returns its decorator."""
+    if not kind.isidentifier() or not kind.islower():
+        raise ValueError(f"a module kind is a lower-case identifier, got {kind!r}")
+    _REGISTRIES.setdefault(kind, {})
+    return _decorator_for(kind)
+
+
+def kinds() -> Tuple[str, ...]:
+    """Every module kind: the built-in `KINDS`, then those plug-ins added."""
+    return tuple(_REGISTRIES)
+
+
 def registered(kind: str) -> Dict[str, type]:
     """The classes registered for a kind, keyed by lower-case name."""
     return dict(_REGISTRIES[kind])

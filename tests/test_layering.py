@@ -12,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "paragen"
 
 # Lowest first. A module may import from its own layer and the ones below it.
 LAYERS = [
-    ("core", {"errors", "registry", "config", "env", "checkpoint", "model_folder", "interfaces",
-              "files"}),
+    ("core", {"errors", "registry", "config", "compat", "env", "checkpoint", "model_folder",
+              "interfaces", "files"}),
     ("data", {"tokenizers", "datasets", "samplers", "dataloaders", "cleaning"}),
     ("modules", {"modules", "encoders", "decoders"}),
     ("models", {"models"}),

@@ -31,19 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import paragen.tasks.build  # noqa: F401  (registers every built-in class)
     from paragen.env import import_libs
-    from paragen.registry import KINDS, lookup
+    from paragen.registry import kinds, lookup
 
     import_libs(args.lib)
+    known = kinds()  # plug-ins may add kinds
     if args.markdown:
         print(reference_markdown(), end="")
     elif args.kind is None:
-        for kind in KINDS:
+        for kind in known:
             print(f"{kind}:")
             for cls in _classes(kind):
                 print(f"  {cls.__name__:28} {summary(cls)}")
-    elif args.kind not in KINDS:
+    elif args.kind not in known:
         raise ConfigError(f"paragen list: unknown kind {args.kind!r}; kinds are "
-                          f"{', '.join(KINDS)}")
+                          f"{', '.join(known)}")
     elif args.name is None:
         for cls in _classes(args.kind):
             print(f"{cls.__name__}: {summary(cls)}")

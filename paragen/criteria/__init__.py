@@ -6,7 +6,8 @@ from paragen.criteria.glancing import GlancingCrossEntropy, GlancingCTC, NATCros
 from paragen.criteria.masked_lm import MaskedLMCrossEntropy
 from paragen.criteria.sentence import ClassificationCrossEntropy, MeanSquaredError
 from paragen.criteria.span import SpanCrossEntropy
+from paragen.registry import register_criterion
 
-__all__ = ["ClassificationCrossEntropy", "CRFLoss", "DAGLoss", "GlancingCrossEntropy", "GlancingCTC",
-           "LabelSmoothedCrossEntropy", "MaskedLMCrossEntropy", "MeanSquaredError", "NATCrossEntropy",
-           "SpanCrossEntropy"]
+__all__ = ["CRFLoss", "ClassificationCrossEntropy", "DAGLoss", "GlancingCTC",
+           "GlancingCrossEntropy", "LabelSmoothedCrossEntropy", "MaskedLMCrossEntropy",
+           "MeanSquaredError", "NATCrossEntropy", "SpanCrossEntropy", "register_criterion"]

@@ -5,6 +5,7 @@ from paragen.generators.mask_predict import MaskPredictGenerator
 from paragen.generators.nat import NATGenerator
 from paragen.generators.sequence import SequenceGenerator
 from paragen.generators.speculative import SpeculativeGenerator
+from paragen.registry import register_generator
 
 __all__ = ["CTranslate2Generator", "DAGGenerator", "MaskPredictGenerator", "NATGenerator",
-           "SequenceGenerator", "SpeculativeGenerator"]
+           "SequenceGenerator", "SpeculativeGenerator", "register_generator"]

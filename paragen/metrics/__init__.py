@@ -9,6 +9,7 @@ from paragen.metrics.regression import Pearson, Spearman
 from paragen.metrics.rouge import Rouge
 from paragen.metrics.squad import ExactMatch, SquadF1
 from paragen.metrics.text import BLEU, ChrF, Metric
+from paragen.registry import register_metric
 
 __all__ = ["Accuracy", "BLEU", "ChrF", "ExactMatch", "MacroF1", "MatthewsCorrelation", "Metric",
-           "Pearson", "Rouge", "Spearman", "SquadF1"]
+           "Pearson", "Rouge", "Spearman", "SquadF1", "register_metric"]

@@ -6,5 +6,6 @@ and returns `(tokens (B,T) without bos/eos, pad-filled; scores (B,))`.
 from paragen.search.beam import BeamSearch
 from paragen.search.greedy import GreedySearch
 from paragen.search.sampling import SamplingSearch
+from paragen.registry import register_search
 
-__all__ = ["BeamSearch", "GreedySearch", "SamplingSearch"]
+__all__ = ["BeamSearch", "GreedySearch", "SamplingSearch", "register_search"]

@@ -7,7 +7,8 @@ from paragen.tasks.qa import ExtractiveQATask
 from paragen.tasks.regression import SequenceRegressionTask
 from paragen.tasks.seq2seq import Seq2SeqTask
 from paragen.tasks.translation import TranslationTask
+from paragen.registry import register_task
 
 __all__ = ["DenoisingTask", "ExtractiveQATask", "MaskedLMTask", "Seq2SeqTask",
-           "SequenceClassificationTask",
-           "SequenceRegressionTask", "TranslationTask", "build_task", "load_trained_task"]
+           "SequenceClassificationTask", "SequenceRegressionTask", "TranslationTask", "build_task",
+           "load_trained_task", "register_task"]

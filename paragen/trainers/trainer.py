@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from itertools import islice
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from tqdm import tqdm
@@ -371,7 +371,7 @@ class Trainer:
                 else self.network.no_sync()
             with sync:
                 with self.env.autocast():
-                    loss, logs = task.criterion(self.network, batch)
+                    loss, logs = self._forward_loss(task, batch)
                 weight = 0.0 if idle else int(batch["ntokens"]) / total_tokens * world
                 self.scaler.scale(loss * weight).backward()
             for key, value in logs.items():  # the loss's own counters too (e.g. glanced)
@@ -387,6 +387,12 @@ class Trainer:
             self.ema.update(task.model, self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         return totals
+
+    def _forward_loss(self, task, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """The training loss of one batch and its counters: the hook a trainer subclass
+        overrides (ParaGen's `_forward_loss`) to change what a training step computes, e.g. an
+        extra pass before the loss. Validation scores the plain criterion, not this."""
+        return task.criterion(self.network, batch)
 
     def _recording_rng(self, updates: Iterator[List]) -> Iterator[List]:
         """`updates`, each recorded with the random state from before its batches were drawn:
