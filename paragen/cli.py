@@ -27,6 +27,8 @@ VERBS = {
                             "average the weights of several checkpoints"),
     "prepare-data": ("paragen.commands.prepare_data", "copy or download a dataset"),
     "clean": ("paragen.commands.clean", "filter and normalise a parallel corpus"),
+    "rerank": ("paragen.commands.rerank",
+               "pick candidates by tuned feature weights (n-best / system combination)"),
     "binarize": ("paragen.commands.binarize", "tokenize text once into memory-mapped ids"),
     "distill": ("paragen.commands.distill", "translate a training set with a teacher (KD)"),
     "bench": ("paragen.commands.bench", "decoding speed of trained models, batch 1 and batched"),
