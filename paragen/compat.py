@@ -6,7 +6,10 @@ module kinds) but name some classes and keys differently and nest a few settings
 it as they go:
   * class names: `InMemoryDataLoader` → `DataLoader`, `ShuffleSampler` → `BucketSampler`,
     `InverseSquareRootRateScheduler` → `InverseSquareRoot`, `BeamSearchV2` → `BeamSearch`,
-    `DLCLTransformerEncoder` → `TransformerEncoder` with `dlcl: true`, ...;
+    `DLCLTransformerEncoder` → `TransformerEncoder` with `dlcl: true`, and the classes of
+    ParaGen's GLAT plug-in (`GLATModel` → `GLAT`, `GLATTrainer` → `Trainer`, its
+    `MultiTaskCriterion{token, length}` → `GlancingCrossEntropy`, `GLATLengthSearcher(beam)` →
+    the NAT generator's `length_beam`), which are built in here;
   * keys: `n_head` → `num_heads`, `dim_feedforward` → `ffn_dim`, `max_samples` →
     `max_sentences`, `spm_path` → `model`, `validate_interval_step` → `validate_interval`,
     `save_model_dir` → `save_dir`, `beam` → `beam_size`, ...;
@@ -41,6 +44,12 @@ CLASSES: Dict[str, tuple] = {
     "BeamSearchV3": ("BeamSearch", {}),
     "DLCLTransformerEncoder": ("TransformerEncoder", {"dlcl": True}),
     "DLCLTransformerDecoder": ("TransformerDecoder", {"dlcl": True}),
+    # ParaGen's GLAT plug-in (`--lib glat`): built in here, glancing lives in the criterion
+    "GLATTranslationTask": ("TranslationTask", {}),
+    "GLATModel": ("GLAT", {"length_prediction": "absolute"}),
+    "NonAutoTransformerDecoder": ("TransformerDecoder", {}),
+    "GLATTrainer": ("Trainer", {}),
+    "GLATGenerator": ("NATGenerator", {}),
 }
 # ParaGen values of `share_embedding` → ours
 SHARING = {"decoder-input-output": "decoder", "None": "none", None: "none"}
@@ -49,12 +58,14 @@ KEYS = {
     "n_head": "num_heads", "dim_feedforward": "ffn_dim", "normalize_before": "pre_norm",
     "learn_pos": "learned_positions", "max_pos": "max_positions", "spm_path": "model", "validate_interval_step": "validate_interval",
     "save_model_dir": "save_dir", "beam": "beam_size", "max_rate": "lr", "end_rate": "end_lr",
+    "max_output_length": "max_length",
 }
 SAMPLER_KEYS = {"max_samples": "max_sentences"}  # a dataset's max_samples is ours too
 # keys ParaGen needs and paragen does not (what they did happens anyway, or not at all)
 DROPPED = {"index_only", "sort_samples", "add_bos", "add_eos", "post_detok", "share_vocab",
            "keepdim", "num_return_sequence", "validate_interval_epoch", "requires_moses_tokenize",
-           "assess_reverse", "tensorboard_dir", "save_best_k", "embed_layer_norm"}
+           "assess_reverse", "tensorboard_dir", "save_best_k", "embed_layer_norm", "return_seed",
+           "embed_scale"}
 ENV_KEYS = {"fp16": ("precision", lambda on: "fp16" if on else "fp32")}
 ENV_DROPPED = {"distributed", "backend", "pb_interval", "profiling_window", "debug", "no_warning",
                "log_filename"}
@@ -131,6 +142,30 @@ def _move_optimizer_settings(trainer: Dict[str, Any], path: str) -> None:
             _notice(f"{path}.optimizer.{old}", f"is task.trainer.{new}")
 
 
+def _glat_criterion(section: Dict[str, Any], path: str) -> None:
+    """GLAT's `MultiTaskCriterion{token: LabelSmoothedCrossEntropy, length: CrossEntropy}` is
+    one criterion here, which also does the glancing ParaGen's GLATTrainer did."""
+    parts = section.get("criterions")
+    if section.get("class") != "MultiTaskCriterion" or not isinstance(parts, dict):
+        return
+    token, length = parts.get("token", {}), parts.get("length", {})
+    section.clear()
+    section.update({"class": "GlancingCrossEntropy", "epsilon": token.get("epsilon", 0.1),
+                    "length_loss_weight": length.get("weight", 0.1)})
+    _notice(f"{path}.class", "GLAT's MultiTaskCriterion{token, length} is GlancingCrossEntropy "
+                             "(glancing included)")
+
+
+def _glat_search(generator: Dict[str, Any], path: str) -> None:
+    """GLATLengthSearcher(beam) is the NAT generator's own `length_beam`."""
+    search = generator.get("search")
+    if isinstance(search, dict) and search.get("class") == "GLATLengthSearcher":
+        generator.pop("search")
+        generator.setdefault("length_beam", search.get("beam", 7))
+        _notice(f"{path}.search", f"GLATLengthSearcher is the generator's length_beam: "
+                                  f"{generator['length_beam']}")
+
+
 def _split_maxlen_coef(search: Dict[str, Any], path: str) -> None:
     if "maxlen_coef" in search:
         coef = _parse_tuple(search.pop("maxlen_coef"))
@@ -160,15 +195,26 @@ def from_paragen(config: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(trainer, dict):
             _move_optimizer_settings(trainer, "task.trainer")
         tokenizer = task.get("tokenizer")
-        if isinstance(tokenizer, dict) and tokenizer.get("class") in ("FastBPE", "Vocabulary"):
-            raise ConfigError(f"task.tokenizer.class: ParaGen's {tokenizer['class']} vocabulary "
-                              f"files are not read here; learn a SentencePiece model "
-                              f"(`paragen build-tokenizer`) and use SentencePieceTokenizer")
+        per_language = tokenizer.items() if isinstance(tokenizer, dict) and \
+            "class" not in tokenizer else [("", tokenizer)]
+        for lang, one in per_language:
+            if isinstance(one, dict) and one.get("class") in ("FastBPE", "Vocabulary"):
+                where = f"task.tokenizer.{lang}.class" if lang else "task.tokenizer.class"
+                raise ConfigError(f"{where}: ParaGen's {one['class']} vocabulary files are not "
+                                  f"read here; learn a SentencePiece model (`paragen "
+                                  f"build-tokenizer`) and use SentencePieceTokenizer")
 
         def visit(section: Dict[str, Any], path: str) -> None:
+            if path == "task.criterion":
+                _glat_criterion(section, path)
+            if path == "task.generator":
+                _glat_search(section, path)
             _rename_section(section, path)
             if path.endswith(".search"):
                 _split_maxlen_coef(section, path)
+            if section.get("class") == "BLEU" and section.pop("no_tok", False):
+                section["tokenize"] = "none"
+                _notice(f"{path}.no_tok", "is tokenize: none")
 
         _walk(task, "task", visit)
         for key in [k for k in task if k in DROPPED]:

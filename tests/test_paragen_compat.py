@@ -132,6 +132,95 @@ def test_paragen_iwslt_config_trains_with_paragen_run(small_corpus, tmp_path, ca
     assert '"step": 2' in capsys.readouterr().out
 
 
+# examples/glat/configs/train.yaml of ParaGen (its `--lib glat` classes), shrunk, with one
+# SentencePiece model per language instead of its FastBPE dictionaries
+PARAGEN_GLAT = textwrap.dedent("""\
+    task:
+      class: GLATTranslationTask
+      mode: train
+      src: de
+      tgt: en
+      maxlen: 256
+      index_only: True
+      share_vocab: False
+      post_detok: False
+      tokenizer:
+        de: {{class: SentencePieceTokenizer, spm_path: {spm}}}
+        en: {{class: SentencePieceTokenizer, spm_path: {spm}, add_bos: True, add_eos: True}}
+      dataloader:
+        train: {{class: InMemoryDataLoader, sampler: {{class: BucketSampler, max_tokens: 600}}}}
+        valid: {{class: InMemoryDataLoader, sampler: {{class: SequentialSampler, max_samples: 128}}}}
+      data:
+        train: {{class: ParallelTextDataset, path: {{de: {train_de}, en: {train_en}}}}}
+        valid: {{class: ParallelTextDataset, sort_samples: True,
+                path: {{de: {valid_de}, en: {valid_en}}}}}
+      model:
+        class: GLATModel
+        encoder: {{class: TransformerEncoder, num_layers: 1, d_model: 32, n_head: 2,
+                  dim_feedforward: 64, dropout: 0.1, attention_dropout: 0.1, activation: 'gelu',
+                  return_seed: True, learn_pos: True, embed_scale: False, embed_layer_norm: True}}
+        decoder: {{class: NonAutoTransformerDecoder, num_layers: 1, d_model: 32, n_head: 2,
+                  dim_feedforward: 64, dropout: 0.1, attention_dropout: 0.1, activation: 'gelu',
+                  learn_pos: True, embed_layer_norm: True}}
+        d_model: 32
+        max_output_length: 256
+        share_embedding: decoder-input-output
+        decoder_input: unk
+      criterion:
+        class: MultiTaskCriterion
+        criterions:
+          token: {{class: LabelSmoothedCrossEntropy, epsilon: 0.1}}
+          length: {{class: CrossEntropy, weight: 0.05}}
+      trainer:
+        class: GLATTrainer
+        optimizer:
+          class: AdamW
+          lr: {{class: InverseSquareRootRateScheduler, rate: 5e-4, warmup_steps: 4000}}
+          clip_norm: 0.
+          weight_decay: 1e-2
+          betas: (0.9, 0.999)
+          eps: 1e-6
+        max_epochs: 200
+        max_steps: 2
+        validate_interval_epoch: 1
+        assess_by: valid.bleu
+        save_model_dir: {save}
+      generator:
+        class: GLATGenerator
+        search: {{class: GLATLengthSearcher, beam: 3}}
+      evaluator:
+        class: Evaluator
+        metric:
+          bleu: {{class: BLEU, no_tok: True}}
+    env:
+      device: cpu
+      fp16: False
+      no_progress_bar: True
+      no_warning: True
+""")
+
+
+def test_paragen_glat_config_trains_as_our_glat(small_corpus, tmp_path):
+    from paragen.cli import run_main
+
+    train, valid = small_corpus["train"], small_corpus["valid"]
+    path = tmp_path / "glat.yaml"
+    path.write_text(PARAGEN_GLAT.format(
+        spm=small_corpus["spm"], train_de=train["de"], train_en=train["en"],
+        valid_de=valid["de"], valid_en=valid["en"], save=tmp_path / "checkpoints"))
+    config = load_config(str(path))
+    task = config["task"]
+    assert task["model"]["class"] == "GLAT" and task["model"]["length_prediction"] == "absolute"
+    assert task["model"]["decoder"]["class"] == "TransformerDecoder"
+    assert task["criterion"] == {"class": "GlancingCrossEntropy", "epsilon": 0.1,
+                                 "length_loss_weight": 0.05}
+    assert task["generator"] == {"class": "NATGenerator", "length_beam": 3}
+    assert task["evaluator"]["metric"]["bleu"] == {"class": "BLEU", "tokenize": "none"}
+    assert task["trainer"]["class"] == "Trainer"
+    assert run_main(["--config", str(path)]) == 0
+    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+
+
 def test_our_own_configs_pass_untouched(caplog):
     ours = {"task": {"class": "TranslationTask",
                      "data": {"train": {"class": "TextDataset", "path": "x", "max_samples": 5}},
@@ -173,6 +262,8 @@ def test_noam_and_polynomial_schedules_and_dlcl_encoder():
 def test_fastbpe_and_bad_maxlen_coef_are_clear_errors():
     with pytest.raises(ConfigError, match="task.tokenizer.class: ParaGen's FastBPE"):
         from_paragen({"task": {"tokenizer": {"class": "FastBPE", "vocab": "v"}}})
+    with pytest.raises(ConfigError, match="task.tokenizer.de.class: ParaGen's FastBPE"):
+        from_paragen({"task": {"tokenizer": {"de": {"class": "FastBPE", "vocab": "v"}}}})
     with pytest.raises(ConfigError, match=r"task.generator.search.maxlen_coef: expected \(a, b\)"):
         from_paragen({"task": {"generator": {"class": "SequenceGenerator", "search": {
             "class": "BeamSearch", "maxlen_coef": "(1.2)"}}}})
