@@ -11,6 +11,7 @@ Two thresholds, as in WMT cleaning pipelines:
 """
 from __future__ import annotations
 
+import functools
 import unicodedata
 from typing import Optional, Tuple
 
@@ -27,14 +28,22 @@ SCRIPTS = {
 }
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _script(ch: str) -> str:
+    """The first word of a character's Unicode name: LATIN, CYRILLIC, CJK, HIRAGANA, ..."""
+    return unicodedata.name(ch, "").split(" ", 1)[0]
+
+
 def script_share(text: str, scripts: Tuple[str, ...]) -> float:
-    """The share of `text`'s letters whose Unicode name starts with one of `scripts`; 1.0 for a
-    line without letters (nothing speaks against it)."""
-    letters = [ch for ch in text if ch.isalpha()]
-    if not letters:
-        return 1.0
-    inside = sum(unicodedata.name(ch, "").startswith(scripts) for ch in letters)
-    return inside / len(letters)
+    """The share of `text`'s letters in one of `scripts`; 1.0 for a line without letters
+    (nothing speaks against it). Each distinct letter is looked up once."""
+    total = inside = 0
+    for ch in set(text):
+        if ch.isalpha():
+            count = text.count(ch)
+            total += count
+            inside += count if _script(ch) in scripts else 0
+    return inside / total if total else 1.0
 
 
 class LanguageRule:
@@ -50,8 +59,10 @@ class LanguageRule:
             self.identifier.set_languages(list(config.langid_languages))
 
     def probability(self, text: str, lang: str) -> float:
-        """The normalised probability the identifier gives `lang` for `text`."""
-        return dict(self.identifier.rank(text)).get(lang, 0.0)
+        """The normalised probability the identifier gives `lang` for `text` (the full ranking
+        only when `lang` is not the most likely language)."""
+        top, probability = self.identifier.classify(text)
+        return probability if top == lang else dict(self.identifier.rank(text)).get(lang, 0.0)
 
     def wrong(self, text: str, lang: str) -> bool:
         c = self.config

@@ -9,6 +9,7 @@ fill. The defaults follow the filters of ParaGen's WMT21 pipeline and of Moses'
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 import unicodedata
@@ -92,20 +93,30 @@ _REPEATED_WORD = r"(?:^|\s)(\S+)(?:\s+\1(?=\s|$)){%d,}"
 _NOT_WORD = re.compile(r"[\W\d_]+", re.UNICODE)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ufffd\ue000-\uf8ff]")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _category(ch: str) -> str:
+    return unicodedata.category(ch)
+
+
 def _unprintable(text: str) -> bool:
     """Control characters (tab included: it breaks TSV), private-use, unassigned or surrogate
-    code points, and U+FFFD, the mark of an earlier decoding error."""
-    return any(unicodedata.category(ch) in ("Cc", "Co", "Cn", "Cs") or ch == "\ufffd"
-               for ch in text)
+    code points, and U+FFFD, the mark of an earlier decoding error. Distinct characters are
+    looked up once each, as in every per-character rule here: lines repeat their letters."""
+    if _CONTROL.search(text):
+        return True
+    return not text.isascii() and any(_category(ch) in ("Co", "Cn", "Cs") for ch in set(text))
 
 
 def _share(text: str, kind: Callable[[str], bool]) -> float:
-    visible = [ch for ch in text if not ch.isspace()]
-    return sum(map(kind, visible)) / len(visible) if visible else 0.0
+    visible = len(text) - text.count(" ")
+    return sum(text.count(ch) for ch in set(text) if kind(ch)) / visible if visible else 0.0
 
 
 def _is_punctuation(ch: str) -> bool:
-    return unicodedata.category(ch)[0] in ("P", "S")
+    return _category(ch)[0] in ("P", "S")
 
 
 def _folded(text: str) -> str:
