@@ -167,9 +167,12 @@ def test_alignment_rule_finds_misaligned_pairs(tmp_path):
     bad = toy_corpus(20, seed=2)
     noisy = pairs + [(s, bad[(i + 1) % 20][1]) for i, (s, _) in enumerate(bad)]
     lexicon = learn_lexicon(noisy, CleanConfig())
-    config = CleanConfig()
-    assert sum(misaligned(s, t, lexicon, config) for s, t in noisy[400:]) >= 18
-    assert sum(misaligned(s, t, lexicon, config) for s, t in pairs) <= 8
+    # eflomal samples, so scores move a little from run to run; the two groups stay far apart
+    assert min(lexicon.score(s, t) for s, t in pairs) > -1.0
+    assert max(lexicon.score(s, t) for s, t in noisy[400:]) < -2.0
+    config = CleanConfig(align_min_score=-1.5)
+    assert all(misaligned(s, t, lexicon, config) for s, t in noisy[400:])
+    assert not any(misaligned(s, t, lexicon, config) for s, t in pairs)
 
 
 def test_config_file_flags_and_workers_agree(tmp_path, capsys):
