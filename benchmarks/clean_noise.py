@@ -14,8 +14,9 @@
 2. Cleans it with `paragen clean` (every rule, default thresholds) and reports, for each noise
    type, its recall (share of injected pairs removed) and, for each rule, its precision (share
    of the pairs it removed that were injected noise), plus the Multi30k pairs each rule removed.
-3. Times the whole command on --throughput-pairs distinct pairs (two random Multi30k pairs
-   joined per line), in pairs per second of wall time.
+3. Times the whole command on --throughput-pairs distinct pairs (two random lines of the noisy
+   corpus joined per line): pairs per second of wall time, and per CPU second of the command
+   and its workers, which stays fair when other jobs share the machine.
 Writes the JSON result (with the command and the machine) to --output.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import os
 import platform
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -98,13 +100,17 @@ def write(prefix: str, lines: List[Tuple[str, ...]], names: Tuple[str, ...]) -> 
             f.writelines(line[column] + "\n" for line in lines)
 
 
-def clean(prefix: str, output: str, workers: int) -> float:
-    """Runs `paragen clean` in a child process; returns its wall seconds."""
+def clean(prefix: str, output: str, workers: int) -> Tuple[float, float]:
+    """Runs `paragen clean` in a child process; returns its wall seconds and the CPU seconds
+    of it and its workers (the fair measure on a machine other jobs share)."""
     command = [sys.executable, "-m", "paragen.cli", "clean", "--src", prefix + ".de",
                "--tgt", prefix + ".en", "--output-prefix", output, "--workers", str(workers)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def score(labels: List[str], removed_path: str) -> Dict[str, object]:
@@ -147,7 +153,7 @@ def main() -> None:
     noisy = os.path.join(args.folder, "noisy")
     lines = noisy_corpus(args.data, args.per_type, args.seed)
     write(noisy, lines, ("de", "en", "labels"))
-    seconds = clean(noisy, os.path.join(args.folder, "cleaned"), args.workers)
+    seconds, _ = clean(noisy, os.path.join(args.folder, "cleaned"), args.workers)
     result = {"command": " ".join([os.path.basename(sys.executable)] + sys.argv),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "noisy_pairs": len(lines), "clean_seconds": round(seconds, 1),
@@ -162,10 +168,14 @@ def main() -> None:
                 a, b = rng.randrange(len(lines)), rng.randrange(len(lines))
                 fs.write(f"{lines[a][0]} {lines[b][0]}\n")
                 ft.write(f"{lines[a][1]} {lines[b][1]}\n")
-        wall = clean(big, os.path.join(args.folder, "throughput-cleaned"), args.workers)
+        wall, cpu = clean(big, os.path.join(args.folder, "throughput-cleaned"), args.workers)
         result["throughput"] = {"pairs": args.throughput_pairs, "workers": args.workers,
-                                "wall_seconds": round(wall, 1),
-                                "pairs_per_second": round(args.throughput_pairs / wall)}
+                                "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+                                "pairs_per_second": round(args.throughput_pairs / wall),
+                                "pairs_per_cpu_second": round(args.throughput_pairs / cpu),
+                                # the largest resident set of any child (the command, a worker)
+                                "peak_rss_mb": round(resource.getrusage(
+                                    resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
     with open(args.output, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
     print(json.dumps(result, indent=1))
