@@ -89,3 +89,45 @@ def test_bad_input_is_named(tmp_path, capsys):
     weights = write(tmp_path / "w.json", [json.dumps({"weights": {"model:ar": 1.0}})])
     assert main(["rerank", "--source", src, "--candidates", src, "--weights", weights]) == 2
     assert "features ['model:ar'] were tuned but are not given now" in capsys.readouterr().err
+
+
+def right_to_left_copy(model_folder, tmp_path):
+    """The tiny model's folder with its config saying `reverse_target: true`: the same weights
+    read as a right-to-left model."""
+    import shutil
+
+    from paragen.checkpoint import load_checkpoint, save_checkpoint
+
+    folder = tmp_path / "r2l"
+    shutil.copytree(model_folder, folder)
+    state = load_checkpoint(str(folder / "best.pt"))
+    state["config"]["task"]["reverse_target"] = True
+    save_checkpoint(state, str(folder / "best.pt"))
+    return folder
+
+
+def test_right_to_left_teacher_reads_candidates_reversed(tiny_model, tmp_path):
+    import torch
+
+    from paragen.generators.nat import load_reranker
+
+    r2l = right_to_left_copy(tiny_model, tmp_path)
+    pad, bos, eos = 0, 2, 3
+    forward = load_reranker(str(tiny_model / "best.pt"), pad)
+    backward = load_reranker(str(r2l / "best.pt"), pad)
+    src = torch.tensor([[10, 11, 12, eos], [13, 14, eos, pad]])
+    tokens = torch.tensor([[20, 21, 22, eos], [23, 24, eos, pad]])
+    reversed_tokens = torch.tensor([[22, 21, 20, eos], [24, 23, eos, pad]])
+    assert torch.allclose(backward(src, tokens, bos, eos), forward(src, reversed_tokens, bos, eos))
+    assert not torch.allclose(backward(src, tokens, bos, eos), forward(src, tokens, bos, eos))
+
+
+def test_right_to_left_task_reverses_targets_and_turns_them_back(tiny_model, tmp_path):
+    from paragen.tasks.build import load_trained_task
+
+    task = load_trained_task(str(right_to_left_copy(tiny_model, tmp_path) / "best.pt"), "infer")
+    texts = ["A man rides a bike.", "Two dogs"]
+    ids = task.target_ids(texts)
+    assert ids == [row[::-1] for row in task.tgt_tokenizer.encode_batch(texts)]
+    assert task.decode(ids) == task.tgt_tokenizer.decode_batch(task.tgt_tokenizer.encode_batch(
+        texts))

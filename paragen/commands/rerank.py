@@ -14,7 +14,8 @@ kept). Identical hypotheses of a sentence merge and remember which systems propo
 
 Features of a candidate:
   model:NAME    mean log-probability per target token (eos included) under an AR model,
-                teacher-forced, one per `--model NAME=PATH`;
+                teacher-forced, one per `--model NAME=PATH`; a right-to-left model (trained
+                with `task.reverse_target: true`) reads each candidate reversed;
   votes         the share of `--candidates` systems that proposed it (consensus);
   system:K      1 if the K-th `--candidates` file proposed it (lets tuning trust a system);
   length_ratio  candidate words / source words;

@@ -54,6 +54,9 @@ def export_ctranslate2(model: str, output: str, libs: Sequence[str] = (),
     task = load_trained_task(checkpoint, "infer", libs=libs)
     net = task.model.eval()
     check_exportable(net, model)
+    if getattr(task, "reverse_target", False):
+        raise ConfigError(f"{model}: a right-to-left model (reverse_target) would translate "
+                          f"backwards in CTranslate2; use --format onnx or torchscript")
     spec = transformer_spec(ctranslate2, net, token_pieces(task.src_tokenizer, "source"),
                             token_pieces(task.tgt_tokenizer, "target"),
                             special_pieces(task.src_tokenizer, task.tgt_tokenizer))

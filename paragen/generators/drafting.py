@@ -25,6 +25,7 @@ from torch import nn
 from paragen.errors import ConfigError
 from paragen.generators.nat import collapse_repeats, left_align
 from paragen.interfaces import DAGModel, NATModel
+from paragen.model_folder import stored_config
 from paragen.models.loading import load_trained_model
 from paragen.models.nat.base import padding_from_counts, upsampled_slot_counts
 
@@ -134,6 +135,9 @@ def build_drafter(drafter: Union[str, nn.Module], verifier: nn.Module, eos_id: i
     differs from the verifier's: drafts are token ids, so both must share the tokenizer.
     """
     if isinstance(drafter, str):
+        if stored_config(drafter)["task"].get("reverse_target", False):
+            raise ConfigError(f"{config_path}.drafter: {drafter} is a right-to-left model "
+                              f"(reverse_target); drafts must read left to right")
         drafter = load_trained_model(drafter, f"{config_path}.drafter")
     if isinstance(drafter, Drafter):
         return drafter

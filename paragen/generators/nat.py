@@ -32,6 +32,7 @@ from torch import nn
 
 from paragen.errors import ConfigError
 from paragen.interfaces import DAGModel, NATModel
+from paragen.model_folder import stored_config
 from paragen.models.loading import load_trained_model
 from paragen.registry import register_generator
 
@@ -170,14 +171,19 @@ def load_reranker(path: str, pad_id: int, config_path: str = "task.generator.rer
 
     `src` holds each source once (B rows) and `tokens` its k candidates next to each other
     (B·k rows): the teacher encodes every source once and scores all candidates in one
-    teacher-forced decoder pass."""
+    teacher-forced decoder pass. A right-to-left teacher (`task.reverse_target`) reads each
+    candidate reversed, as it was trained."""
     teacher = load_trained_model(path, config_path)
+    reverse = bool(stored_config(path)["task"].get("reverse_target", False))
 
     @torch.inference_mode()
     def score(src: torch.Tensor, tokens: torch.Tensor, bos_id: int, eos_id: int) -> torch.Tensor:
         teacher.to(src.device)  # a no-op after the first call
         body = left_align(tokens.masked_fill(tokens.eq(eos_id), pad_id), pad_id)
         lengths = body.ne(pad_id).sum(-1)
+        if reverse:  # position j takes token length-1-j; padding stays at the end
+            flipped = (lengths[:, None] - 1 - torch.arange(body.size(1))).clamp(min=0)
+            body = torch.where(body.ne(pad_id), body.gather(1, flipped), body)
         target = torch.cat([body, torch.full_like(body[:, :1], pad_id)], dim=1)
         target.scatter_(1, lengths[:, None], eos_id)
         prev = torch.cat([torch.full_like(body[:, :1], bos_id), body], dim=1)

@@ -71,8 +71,8 @@ class Seq2SeqTask:
                  criterion: Dict[str, Any] = None, trainer: Dict[str, Any] = None,
                  generator: Dict[str, Any] = None, evaluator: Dict[str, Any] = None,
                  mode: Literal["train", "evaluate", "infer"] = "train",
-                 output_dir: Optional[str] = None, *, env, config: Dict[str, Any],
-                 base_dir: str = "."):
+                 output_dir: Optional[str] = None, reverse_target: bool = False, *, env,
+                 config: Dict[str, Any], base_dir: str = "."):
         for key, value in (("max_source", max_source_length), ("max_target", max_target_length)):
             if value < 2:
                 raise ConfigError(f"task.{self.config_keys[key]}: must be ≥ 2 (a token and "
@@ -87,6 +87,9 @@ class Seq2SeqTask:
                          "dataloader": dataloader or {}, "criterion": criterion,
                          "trainer": trainer, "generator": generator, "evaluator": evaluator}
         self.output_dir = output_dir
+        # right-to-left models (a reranking feature): targets are learned and generated
+        # reversed, and turned back before any text leaves the task
+        self.reverse_target = reverse_target
 
     # ------------------------------------------------------------------ build
     def build(self) -> "Seq2SeqTask":
@@ -206,8 +209,10 @@ class Seq2SeqTask:
         return self.src_tokenizer.encode_batch(list(texts))
 
     def target_ids(self, texts: Sequence[str]) -> List[List[int]]:
-        """Target token ids of each text, before bos/eos and the length budget."""
-        return self.tgt_tokenizer.encode_batch(list(texts))
+        """Target token ids of each text, before bos/eos and the length budget (reversed for a
+        right-to-left model)."""
+        ids = self.tgt_tokenizer.encode_batch(list(texts))
+        return [row[::-1] for row in ids] if self.reverse_target else ids
 
     def encode(self, sources: List[str], targets: Optional[List[str]] = None,
                split: str = "input") -> Dict[str, Any]:
@@ -238,6 +243,9 @@ class Seq2SeqTask:
     def _binarized_split(self, dataset) -> Dict[str, Any]:
         """Ids are memory-mapped and wrapped with eos/bos on access; no reference text, so
         such a split gives a loss (and is meant for training), not BLEU."""
+        if self.reverse_target:
+            raise ConfigError("task.reverse_target: binarized targets are stored left to right; "
+                              "train a right-to-left model on text data")
         src, tgt = dataset.token_array(self.src), dataset.token_array(self.tgt)
         src.check_tokenizer(self.src_tokenizer, f"task.tokenizer ({self.src})")
         tgt.check_tokenizer(self.tgt_tokenizer, f"task.tokenizer ({self.tgt})")
@@ -324,6 +332,8 @@ class Seq2SeqTask:
         return results
 
     def decode(self, token_lists: List[List[int]]) -> List[str]:
+        if self.reverse_target:
+            token_lists = [list(tokens)[::-1] for tokens in token_lists]
         return self.tgt_tokenizer.decode_batch(token_lists)
 
     def translate(self, lines: List[str]) -> List[str]:

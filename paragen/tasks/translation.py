@@ -26,13 +26,14 @@ class TranslationTask(Seq2SeqTask):
                  criterion: Dict[str, Any] = None, trainer: Dict[str, Any] = None,
                  generator: Dict[str, Any] = None, evaluator: Dict[str, Any] = None,
                  mode: Literal["train", "evaluate", "infer"] = "train", max_length: int = 256,
-                 output_dir: Optional[str] = None, *, env, config: Dict[str, Any],
-                 base_dir: str = "."):
+                 output_dir: Optional[str] = None, reverse_target: bool = False, *, env,
+                 config: Dict[str, Any], base_dir: str = "."):
         super().__init__(tokenizer, model, source_field=src, target_field=tgt,
                          max_source_length=max_length, max_target_length=max_length, data=data,
                          dataloader=dataloader, criterion=criterion, trainer=trainer,
                          generator=generator, evaluator=evaluator, mode=mode,
-                         output_dir=output_dir, env=env, config=config, base_dir=base_dir)
+                         output_dir=output_dir, reverse_target=reverse_target, env=env,
+                         config=config, base_dir=base_dir)
 
     @property
     def max_length(self) -> int:
