@@ -85,13 +85,17 @@ PARAGEN_IWSLT = textwrap.dedent("""\
 """)
 
 
-def write_iwslt(small_corpus, tmp_path):
+def write_paragen_config(template, small_corpus, tmp_path):
     train, valid = small_corpus["train"], small_corpus["valid"]
     path = tmp_path / "train.yaml"
-    path.write_text(PARAGEN_IWSLT.format(
+    path.write_text(template.format(
         spm=small_corpus["spm"], train_de=train["de"], train_en=train["en"],
         valid_de=valid["de"], valid_en=valid["en"], save=tmp_path / "checkpoints"))
     return str(path)
+
+
+def write_iwslt(small_corpus, tmp_path):
+    return write_paragen_config(PARAGEN_IWSLT, small_corpus, tmp_path)
 
 
 def test_paragen_iwslt_config_reads_as_ours(small_corpus, tmp_path, caplog):
@@ -203,12 +207,8 @@ PARAGEN_GLAT = textwrap.dedent("""\
 def test_paragen_glat_config_trains_as_our_glat(small_corpus, tmp_path):
     from paragen.cli import run_main
 
-    train, valid = small_corpus["train"], small_corpus["valid"]
-    path = tmp_path / "glat.yaml"
-    path.write_text(PARAGEN_GLAT.format(
-        spm=small_corpus["spm"], train_de=train["de"], train_en=train["en"],
-        valid_de=valid["de"], valid_en=valid["en"], save=tmp_path / "checkpoints"))
-    config = load_config(str(path))
+    path = write_paragen_config(PARAGEN_GLAT, small_corpus, tmp_path)
+    config = load_config(path)
     task = config["task"]
     assert task["model"]["class"] == "GLAT" and task["model"]["length_prediction"] == "absolute"
     assert task["model"]["decoder"]["class"] == "TransformerDecoder"
@@ -217,7 +217,7 @@ def test_paragen_glat_config_trains_as_our_glat(small_corpus, tmp_path):
     assert task["generator"] == {"class": "NATGenerator", "length_beam": 3}
     assert task["evaluator"]["metric"]["bleu"] == {"class": "BLEU", "tokenize": "none"}
     assert task["trainer"]["class"] == "Trainer"
-    assert run_main(["--config", str(path)]) == 0
+    assert run_main(["--config", path]) == 0
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
 
 
