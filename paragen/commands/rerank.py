@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="weights to apply (JSON from --save-weights)")
     parser.add_argument("--restarts", type=int, default=5, help="tuning starts (the first: "
                                                                 "model scores 1, the rest 0)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the tuning restarts")
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per scoring pass")
 
 
