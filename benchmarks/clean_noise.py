@@ -33,15 +33,12 @@ import time
 from collections import Counter, defaultdict
 from typing import Dict, List, Tuple
 
+from paragen.datasets import read_lines
+
 NOISE_TYPES = ("misaligned", "wrong_language", "html_url", "repeated", "truncated")
 TAGS = (("<b>", "</b>"), ("<i>", "</i>"), ('<a href="#">', "</a>"), ("<p>", "</p>"))
 POLLUTION = ("&nbsp;", "&amp;", "http://www.example.com/page", "https://bit.ly/3xYz",
              "www.flickr.com/photos", "<br/>")
-
-
-def read(path: str) -> List[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
 
 
 def pollute(text: str, rng: random.Random) -> str:
@@ -71,7 +68,7 @@ def truncate(text: str, rng: random.Random) -> str:
 def noisy_corpus(data: str, per_type: int, seed: int) -> List[Tuple[str, str, str]]:
     """(German, English, label) lines: Multi30k train and the injected noise, shuffled."""
     rng = random.Random(seed)
-    de, en, fr, cs = (read(os.path.join(data, f"train.{lang}")) for lang in ("de", "en", "fr",
+    de, en, fr, cs = (read_lines(os.path.join(data, f"train.{lang}")) for lang in ("de", "en", "fr",
                                                                              "cs"))
     lines = [(s, t, "clean") for s, t in zip(de, en)]
     long_enough = [i for i, t in enumerate(en) if len(t.split()) >= 6]

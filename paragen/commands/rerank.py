@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from typing import Dict, List, Tuple
 
 import numpy as np
 
+from paragen.datasets import read_lines, read_text
 from paragen.errors import ConfigError, DataError
 
 GRID = np.round(np.arange(-3.0, 3.01, 0.1), 2)
@@ -54,14 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                 "model scores 1, the rest 0)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the tuning restarts")
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per scoring pass")
-
-
-def _lines(path: str) -> List[str]:
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: file not found")
-    from paragen.datasets import read_lines
-
-    return read_lines(path)
 
 
 class Candidates:
@@ -91,16 +83,16 @@ _NBEST_FEATURE = re.compile(r"(\S+)=\s+((?:[-+\d.eE]+\s*)+)")
 
 
 def read_candidates(args: argparse.Namespace) -> Candidates:
-    sources = _lines(args.source)
+    sources = read_lines(args.source)
     found = Candidates(sources)
     for k, path in enumerate(args.candidates):
-        hyps = _lines(path)
+        hyps = read_lines(path)
         if len(hyps) != len(sources):
             raise DataError(f"{path}: {len(hyps)} lines, but --source has {len(sources)}")
         for i, hyp in enumerate(hyps):
             found.add(i, hyp, {f"system:{k}": 1.0})
     for path in args.nbest:
-        for number, line in enumerate(_lines(path), start=1):
+        for number, line in enumerate(read_lines(path), start=1):
             fields = [f.strip() for f in line.split("|||")]
             if len(fields) < 2 or not fields[0].isdigit():
                 raise DataError(f"{path}:{number}: expected 'i ||| hypothesis ||| features', "
@@ -224,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         add_model_scores(found, name, path, args.batch_size)
     names = sorted({n for feats in found.features for f in feats for n in f})
     if args.weights:
-        saved = json.loads(open(args.weights, encoding="utf-8").read())["weights"]
+        saved = json.loads(read_text(args.weights))["weights"]
         missing = sorted(set(saved) - set(names))
         if missing:
             raise ConfigError(f"{args.weights}: features {missing} were tuned but are not "
@@ -232,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         weights = np.array([saved.get(n, 0.0) for n in names])
         chosen = choose(*feature_matrix(found, names), weights)
     else:
-        references = _lines(args.reference)
+        references = read_lines(args.reference)
         if len(references) != len(found.sources):
             raise DataError(f"{args.reference}: {len(references)} lines, but --source has "
                             f"{len(found.sources)}")
