@@ -30,6 +30,7 @@ from paragen.interfaces import ProgressAware
 from paragen.optim import parameter_groups
 from paragen.registry import build, register_trainer
 from paragen.trainers.ema import WeightAverage
+from paragen.trainers.resume import restore_optimizer
 from paragen.trainers.run_folder import (RunLock, clear_run, holds_a_run, open_board,
                                          open_metrics_log, remove_orphaned_temp_files)
 
@@ -129,7 +130,7 @@ class Trainer:
         elif trained is not None:
             logger.warning("task.trainer.ema_decay: 0, so the weight average in %s is dropped;"
                            " training continues from its trained weights", path)
-        self._restore_optimizer(state, path)
+        restore_optimizer(self.optimizer, self.optimizer_config, state, path)
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         for key, value in state["trainer"].items():
@@ -137,34 +138,6 @@ class Trainer:
         self._saved_step = self.step
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step,
                     self.epoch, self.batch_in_epoch)
-
-    def _restore_optimizer(self, state: Dict[str, Any], path: str) -> None:
-        stored = ((state.get("config") or {}).get("task") or {}).get("trainer") or {}
-        stored_class = (stored.get("optimizer") or {"class": "AdamW"}).get("class", "AdamW")
-        current_class = self.optimizer_config.get("class", "AdamW")
-        if str(stored_class).lower() != str(current_class).lower():
-            raise ConfigError(f"task.trainer.optimizer.class: {current_class}, but {path} was "
-                              f"trained with {stored_class}; keep it to resume, or start over "
-                              f"in another save_dir (or with task.trainer.overwrite: true)")
-        fresh = [{k: v for k, v in group.items() if k != "params"}
-                 for group in self.optimizer.param_groups]
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as err:
-            raise DataError(f"{path}: the optimizer state does not fit this model "
-                            f"({err}); start over in another save_dir") from None
-        changed = []
-        for group, settings in zip(self.optimizer.param_groups, fresh):
-            for key, value in settings.items():
-                old = group.get("peak_lr" if key == "lr" else key)
-                if key == "lr":
-                    group["peak_lr"] = value  # the schedule multiplies this peak
-                else:
-                    group[key] = value
-                if old != value and _differs(old, value):
-                    changed.append(f"{key} {old} → {value}")
-        for change in dict.fromkeys(changed):
-            logger.warning("resuming with a changed optimizer setting: %s", change)
 
     def _save(self, task, name: str, rng: Optional[Dict[str, Any]] = None) -> None:
         if self.env.is_main:
@@ -520,10 +493,3 @@ def _chunks(iterator: Iterator, size: int) -> Iterator[List]:
     iterator = iter(iterator)
     while chunk := list(islice(iterator, size)):
         yield chunk
-
-
-def _differs(old: Any, new: Any) -> bool:
-    """Optimizer settings compare as values: (0.9, 0.98) and [0.9, 0.98] are the same."""
-    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
-        return list(old) != list(new)
-    return old != new
