@@ -164,6 +164,48 @@ def test_glat_overfits_a_small_corpus(small_corpus, tmp_path, output):
     assert windows[0]["glanced"] > 0
     assert all(("ctc_infeasible" in w) == (output == "ctc") for w in windows)
 
+def test_ctc_model_scores_candidates_by_summing_over_every_alignment(small_corpus, tmp_path):
+    """A CTC model as reranker / `paragen rerank --model`: the score is log p(candidate)
+    over all its alignments to the slots (brute force here), per token + 1; a candidate
+    longer than the slots allow gets the finite floor."""
+    import itertools
+
+    from helpers import write_config
+
+    from paragen.cli import main
+    from paragen.generators.nat import CTC_INFEASIBLE_SCORE, load_reranker
+    from paragen.models.loading import load_trained_model
+
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "ctc", max_steps=3)
+    config["task"]["model"].update({"class": "CTCNAT", "upsample": 2})
+    config["task"]["criterion"] = {"class": "GlancingCTC"}
+    config["task"]["generator"] = {"class": "NATGenerator"}
+    assert main(["train", "--config", write_config(config, tmp_path / "c.yaml")]) == 0
+    score = load_reranker(str(tmp_path / "ctc"), PAD)
+    model = load_trained_model(str(tmp_path / "ctc"), "--model").eval()
+    src = torch.tensor([[10, 11, EOS], [12, EOS, PAD]])  # 6 and 4 slots
+    tokens = torch.tensor([[20, 21, EOS, PAD, PAD, PAD], [22, 22, EOS, PAD, PAD, PAD],
+                           [23, EOS, PAD, PAD, PAD, PAD], [24, 25, 26, 27, 28, EOS]])
+    got = score(src, tokens, 2, EOS)
+
+    with torch.no_grad():
+        memory, memory_padding = model.encoder(src)
+        slots = model.slot_padding(src, tokens)
+        hidden = model.predict_hidden(src, memory, memory_padding, slots)
+        lprobs = torch.log_softmax(model.output_logits(hidden).float(), -1)
+    for row, (sentence, candidate) in enumerate([(0, [20, 21]), (0, [22, 22]), (1, [23])]):
+        n = int((~slots[sentence]).sum())
+        paths = []
+        for path in itertools.product([PAD] + sorted(set(candidate)), repeat=n):
+            merged = [t for i, t in enumerate(path) if t != PAD and (i == 0 or path[i - 1] != t)]
+            if merged == candidate:
+                paths.append(sum(lprobs[sentence, i, t] for i, t in enumerate(path)))
+        expected = torch.logsumexp(torch.stack(paths), 0) / (len(candidate) + 1)
+        assert got[row].item() == pytest.approx(expected.item(), abs=1e-4)
+    assert got[3].item() == CTC_INFEASIBLE_SCORE  # 5 tokens, 4 slots
+
+
 def test_ar_reranker_picks_the_candidate_the_teacher_prefers(small_corpus, tmp_path):
     """NPD with an AR reranker returns the candidate with the best teacher score."""
     from helpers import write_config

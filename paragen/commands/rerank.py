@@ -15,7 +15,8 @@ kept). Identical hypotheses of a sentence merge and remember which systems propo
 Features of a candidate:
   model:NAME    mean log-probability per target token (eos included) under an AR model,
                 teacher-forced, one per `--model NAME=PATH`; a right-to-left model (trained
-                with `task.reverse_target: true`) reads each candidate reversed;
+                with `task.reverse_target: true`) reads each candidate reversed; a CTC
+                model (`CTCNAT`) gives its CTC log-likelihood, summed over alignments;
   votes         the share of `--candidates` systems that proposed it (consensus);
   system:K      1 if the K-th `--candidates` file proposed it (lets tuning trust a system);
   length_ratio  candidate words / source words;
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one file per system, line-aligned with --source")
     parser.add_argument("--nbest", nargs="*", default=[], help="Moses-format n-best files")
     parser.add_argument("--model", nargs="*", default=[], metavar="NAME=PATH",
-                        help="AR models whose scores are features")
+                        help="AR or CTC models whose scores are features")
     parser.add_argument("--reference", help="tune on these references (the dev set)")
     parser.add_argument("--save-weights", help="where tuning writes the weights (JSON)")
     parser.add_argument("--weights", help="weights to apply (JSON from --save-weights)")

@@ -5,7 +5,8 @@ lengths per sentence (the classifier's top-k, or argmax ± k//2 with `length_can
 window`) are decoded together in one batch of B·k rows, and each sentence keeps the candidate
 with the best *mean* token log-probability. ParaGen ranked by raw logits, which are not
 comparable across lengths. An AR model (`reranker: path/to/teacher.pt`) may score the
-candidates instead, by its length-normalised log-likelihood.
+candidates instead, by its length-normalised log-likelihood, or a CTC model by its CTC
+likelihood.
 
 With `refine_steps` = n > 0, n more passes follow (as in Mask-Predict, Ghazvininejad et al.
 2019): each keeps the `refine_keep` most confident share of a candidate's slots, feeds their
@@ -28,12 +29,14 @@ from __future__ import annotations
 from typing import Literal, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from paragen.errors import ConfigError
 from paragen.interfaces import DAGModel, NATModel
 from paragen.model_folder import stored_config
 from paragen.models.loading import load_trained_model
+from paragen.models.nat.ctc import CTCNAT
 from paragen.registry import register_generator
 
 
@@ -172,8 +175,11 @@ def load_reranker(path: str, pad_id: int, config_path: str = "task.generator.rer
     `src` holds each source once (B rows) and `tokens` its k candidates next to each other
     (B·k rows): the teacher encodes every source once and scores all candidates in one
     teacher-forced decoder pass. A right-to-left teacher (`task.reverse_target`) reads each
-    candidate reversed, as it was trained."""
+    candidate reversed, as it was trained. A CTC model (`CTCNAT`) scores instead, by its
+    CTC likelihood (`ctc_scorer`)."""
     teacher = load_trained_model(path, config_path)
+    if isinstance(teacher, CTCNAT):
+        return ctc_scorer(teacher, pad_id)
     reverse = bool(stored_config(path)["task"].get("reverse_target", False))
 
     @torch.inference_mode()
@@ -195,5 +201,40 @@ def load_reranker(path: str, pad_id: int, config_path: str = "task.generator.rer
         logits = teacher.decoder(prev, memory, memory_padding).float()
         logp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         return logp.masked_fill(target.eq(pad_id), 0.0).sum(-1) / (lengths + 1)
+
+    return score
+
+
+# A candidate that a CTC model cannot emit (more tokens than its slots allow) gets this mean
+# log-probability per token: far below any real one (about -1 to -5), yet finite, so that a
+# weighted sum of features (`paragen rerank`) stays a number.
+CTC_INFEASIBLE_SCORE = -100.0
+
+
+def ctc_scorer(model: CTCNAT, pad_id: int):
+    """A CTC model as a scoring function, called as `load_reranker`'s: log p(candidate |
+    source) summed over every alignment of the candidate to the source's slots, divided by
+    the candidate's length + 1 (as the AR score counts eos). One decoder pass per candidate
+    row; the sources are encoded once."""
+
+    @torch.inference_mode()
+    def score(src: torch.Tensor, tokens: torch.Tensor, bos_id: int, eos_id: int) -> torch.Tensor:
+        model.to(src.device)  # a no-op after the first call
+        body = left_align(tokens.masked_fill(tokens.eq(eos_id), pad_id), pad_id)
+        lengths = body.ne(pad_id).sum(-1)
+        k = tokens.size(0) // src.size(0)
+        memory, memory_padding = model.encoder(src)
+        if k > 1:
+            src = src.repeat_interleave(k, dim=0)
+            memory = memory.repeat_interleave(k, dim=0)
+            memory_padding = memory_padding.repeat_interleave(k, dim=0)
+        slot_padding = model.slot_padding(src, body)
+        hidden = model.predict_hidden(src, memory, memory_padding, slot_padding)
+        lprobs = torch.log_softmax(model.output_logits(hidden).float(), dim=-1)
+        nll = F.ctc_loss(lprobs.transpose(0, 1), body, (~slot_padding).sum(-1), lengths,
+                         blank=pad_id, reduction="none", zero_infinity=False)
+        mean = -nll / (lengths + 1)
+        return torch.where(torch.isfinite(mean), mean, torch.full_like(mean,
+                                                                        CTC_INFEASIBLE_SCORE))
 
     return score
