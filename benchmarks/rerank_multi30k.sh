@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System combination by reranking on Multi30k De→En: candidates of five decoding settings of the
-# AR teacher and GLAT+CTC, features from two AR checkpoints; weights tuned on valid, applied to
+# AR teacher and GLAT+CTC, features from two AR checkpoints and the GLAT+CTC model's CTC
+# likelihood; weights tuned on valid, applied to
 # test2016; sacreBLEU of each system and of the reranked output to
 # benchmarks/results/rerank_multi30k.json. Needs runs/multi30k-transformer and
 # runs/multi30k-glat-ctc (examples/multi30k/glat.sh).
@@ -22,7 +23,7 @@ for split in valid test2016; do
       --task.generator.length_beam 5 task.generator.reranker=$T/average.pt
 done
 candidates() { for s in $SYSTEMS; do echo -n "$R/$1.$s.en "; done; }
-MODELS="ar=$T/average.pt ar_best=$T/best.pt"
+MODELS="ar=$T/average.pt ar_best=$T/best.pt ctc=$CTC"
 # shellcheck disable=SC2046
 $P rerank --source data/multi30k/valid.de --candidates $(candidates valid) --model $MODELS \
   --reference data/multi30k/valid.en --save-weights $R/weights.json > $R/valid.rerank.en

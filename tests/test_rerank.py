@@ -45,6 +45,28 @@ def test_tuning_combines_systems_and_beats_each(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == REFS
 
 
+def test_features_option_keeps_only_the_named_features(tmp_path, capsys):
+    from helpers import error_line
+
+    src = write(tmp_path / "src", [f"satz {i}" for i in range(len(REFS))])
+    sys_a = write(tmp_path / "a", WRONG)
+    nbest = write(tmp_path / "nbest", [f"{i} ||| {r} ||| quality= 1 ||| 0" for i, r in
+                                       enumerate(REFS)])
+    ref, weights = write(tmp_path / "ref", REFS), tmp_path / "w.json"
+    # the length ratio alone cannot tell the two candidates apart: the first (A's) stays
+    assert main(["rerank", "--source", src, "--candidates", sys_a, "--nbest", nbest,
+                 "--reference", ref, "--features", "length", "--save-weights",
+                 str(weights)]) == 0
+    assert capsys.readouterr().out.splitlines() == WRONG
+    assert list(json.loads(weights.read_text())["weights"]) == ["length_ratio"]
+    assert main(["rerank", "--source", src, "--candidates", sys_a, "--nbest", nbest,
+                 "--reference", ref, "--features", "nbest:", "length"]) == 0
+    assert capsys.readouterr().out.splitlines() == REFS
+    assert main(["rerank", "--source", src, "--candidates", sys_a, "--reference", ref,
+                 "--features", "model:"]) == 2
+    assert "--features model:: no feature starts with these" in error_line(capsys)
+
+
 def test_candidates_merge_and_count_votes(tmp_path):
     from argparse import Namespace
 

@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nbest", nargs="*", default=[], help="Moses-format n-best files")
     parser.add_argument("--model", nargs="*", default=[], metavar="NAME=PATH",
                         help="AR or CTC models whose scores are features")
+    parser.add_argument("--features", nargs="*", default=[], metavar="PREFIX",
+                        help="use only the features whose names start with one of these, "
+                             "e.g. model: length_ratio (fewer weights fit the dev set's noise "
+                             "less); default: all")
     parser.add_argument("--reference", help="tune on these references (the dev set)")
     parser.add_argument("--save-weights", help="where tuning writes the weights (JSON)")
     parser.add_argument("--weights", help="weights to apply (JSON from --save-weights)")
@@ -215,13 +219,19 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name or not path:
             raise ConfigError(f"--model {spec!r}: expected NAME=PATH")
         add_model_scores(found, name, path, args.batch_size)
-    names = sorted({n for feats in found.features for f in feats for n in f})
+    names = sorted({n for feats in found.features for f in feats for n in f
+                    if not args.features or n.startswith(tuple(args.features))})
+    if not names:
+        raise ConfigError(f"--features {' '.join(args.features)}: no feature starts with "
+                          f"these; the candidates have "
+                          f"{sorted({n for feats in found.features for f in feats for n in f})}")
     if args.weights:
         saved = json.loads(read_text(args.weights))["weights"]
         missing = sorted(set(saved) - set(names))
         if missing:
             raise ConfigError(f"{args.weights}: features {missing} were tuned but are not "
-                              f"given now (same --candidates, --nbest and --model as tuning)")
+                              f"given now (same --candidates, --nbest, --model and --features "
+                              f"as tuning)")
         weights = np.array([saved.get(n, 0.0) for n in names])
         chosen = choose(*feature_matrix(found, names), weights)
     else:
