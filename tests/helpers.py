@@ -76,6 +76,16 @@ def tiny_config(train: Dict[str, str], valid: Dict[str, str], spm_model: str, sa
     })
 
 
+def tiny_ctc_config(train: Dict[str, str], valid: Dict[str, str], spm_model: str,
+                    save_dir: Path, **trainer: Any) -> Dict[str, Any]:
+    """`tiny_config` for a CTCNAT with 2× slots, trained with GlancingCTC."""
+    config = tiny_config(train, valid, spm_model, save_dir, **trainer)
+    config["task"]["model"].update({"class": "CTCNAT", "upsample": 2.0})
+    config["task"]["criterion"] = {"class": "GlancingCTC"}
+    config["task"]["generator"] = {"class": "NATGenerator"}
+    return config
+
+
 def error_line(capsys) -> str:
     """The one `error:` line a failed command ends with (and no traceback before it)."""
     err = capsys.readouterr().err

@@ -170,17 +170,14 @@ def test_ctc_model_scores_candidates_by_summing_over_every_alignment(small_corpu
     longer than the slots allow gets the finite floor."""
     import itertools
 
-    from helpers import write_config
+    from helpers import tiny_ctc_config, write_config
 
     from paragen.cli import main
     from paragen.generators.nat import CTC_INFEASIBLE_SCORE, load_reranker
     from paragen.models.loading import load_trained_model
 
-    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
-                         tmp_path / "ctc", max_steps=3)
-    config["task"]["model"].update({"class": "CTCNAT", "upsample": 2})
-    config["task"]["criterion"] = {"class": "GlancingCTC"}
-    config["task"]["generator"] = {"class": "NATGenerator"}
+    config = tiny_ctc_config(small_corpus["train"], small_corpus["valid"],
+                             small_corpus["spm"], tmp_path / "ctc", max_steps=3)
     assert main(["train", "--config", write_config(config, tmp_path / "c.yaml")]) == 0
     score = load_reranker(str(tmp_path / "ctc"), PAD)
     model = load_trained_model(str(tmp_path / "ctc"), "--model").eval()

@@ -365,16 +365,13 @@ def test_generate_with_trained_drafters_matches_greedy(small_corpus, tmp_path, t
 @pytest.fixture(scope="module")
 def ctc_drafter(small_corpus, tmp_path_factory) -> Path:
     """A tiny CTCNAT trained for 5 steps (the tokenizer of `tiny_model`)."""
-    from helpers import tiny_config, write_config
+    from helpers import tiny_ctc_config, write_config
 
     from paragen.cli import main
 
     root = tmp_path_factory.mktemp("ctc-drafter")
-    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
-                         root / "run", max_steps=5)
-    config["task"]["model"].update({"class": "CTCNAT", "upsample": 2.0})
-    config["task"]["criterion"] = {"class": "GlancingCTC"}
-    config["task"]["generator"] = {"class": "NATGenerator"}
+    config = tiny_ctc_config(small_corpus["train"], small_corpus["valid"],
+                             small_corpus["spm"], root / "run", max_steps=5)
     assert main(["train", "--config", write_config(config, root / "ctc.yaml")]) == 0
     return root / "run"
 
