@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any, Dict, List
 
-from paragen.commands.plot import fastest_per_system
+from paragen.commands.plot import fastest_per_system, model_label
 
 
 def fastest(rows: List[Dict[str, Any]], system: str, model: str, key: str) -> Dict[str, Any]:
@@ -37,7 +36,7 @@ def table(result: Dict[str, Any], baselines: List[str]) -> str:
     for system, model in systems:
         one, many = fastest(rows, system, model, "batch1"), fastest(rows, system, model, "batched")
         bleu = f"{one['bleu']:.2f}" if "bleu" in one else "—"
-        cells = [system, os.path.basename(model.rstrip("/")), bleu,
+        cells = [system, model_label(model), bleu,
                  f"{one['batch1']['ms_per_sentence_median']:.2f} ({one['threads']})"]
         cells += [f"{reference[b]['batch1']['batch1']['ms_per_sentence_median'] / one['batch1']['ms_per_sentence_median']:.2f}"
                   for b in baselines]

@@ -55,6 +55,14 @@ def test_pareto_front_keeps_only_points_nobody_beats_on_both():
     assert [r["threads"] for r in fastest_per_system(rows, "batched")] == [1]
 
 
+def test_models_are_labelled_by_their_run_folder_when_every_checkpoint_is_best_pt():
+    from paragen.commands.plot import model_label
+
+    assert model_label("runs/multi30k-cmlm/best.pt") == "multi30k-cmlm/best.pt"
+    assert model_label("runs/multi30k-glat/best.pt") != model_label("runs/vanilla-nat/best.pt")
+    assert model_label("runs/exported/transformer-ct2/") == "transformer-ct2"
+
+
 def test_plot_draws_the_speed_quality_chart_of_a_bench_result(tmp_path, capsys):
     result = tmp_path / "decode_speed.json"
     rows = [bench_row("AR beam4", 1, 39.5, 50, 200), bench_row("CTCNAT single", 1, 36.9, 400, 900),

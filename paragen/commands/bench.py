@@ -42,7 +42,7 @@ import torch
 from paragen.datasets import read_lines
 from paragen.errors import ConfigError, DataError
 from paragen.interfaces import Translator
-from paragen.commands.plot import plot_bench as plot
+from paragen.commands.plot import model_label, plot_bench as plot
 from paragen.model_folder import is_exported, read_manifest, stored_config
 from paragen.samplers import BucketSampler
 from paragen.tasks.build import load_trained_task
@@ -336,8 +336,8 @@ def write_json(result: Dict[str, Any], path: str) -> None:
 
 
 def model_name(row: Dict[str, Any]) -> str:
-    """The model folder's name: two models of one kind share a system label."""
-    return os.path.basename(row["model"].rstrip("/"))
+    """The model's run folder (and checkpoint): two models of one kind share a system label."""
+    return model_label(row["model"])
 
 
 def format_row(row: Dict[str, Any]) -> str:

@@ -97,7 +97,7 @@ def plot_bench(rows: List[Dict[str, Any]], output: str) -> None:
     models = {r["model"] for r in rows}
 
     def label(row: Dict[str, Any]) -> str:
-        folder = f"{os.path.basename(row['model'].rstrip('/'))}, " if len(models) > 1 else ""
+        folder = f"{model_label(row['model'])}, " if len(models) > 1 else ""
         return f"{row['system']} ({folder}{row['threads']} thr)"
 
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.5) if scored
@@ -173,3 +173,12 @@ def plot_run(records: List[Dict[str, Any]], output: str, title: str = "") -> Non
     figure.tight_layout()
     figure.savefig(output, dpi=100)
     plt.close(figure)
+
+
+def model_label(model: str) -> str:
+    """`runs/multi30k-cmlm/best.pt` → `multi30k-cmlm/best.pt`; a folder → its name. Every
+    run's checkpoint is called best.pt: the folder tells the models apart."""
+    path = os.path.normpath(model)
+    if os.path.splitext(path)[1] == ".pt":
+        return os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
+    return os.path.basename(path)
