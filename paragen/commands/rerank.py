@@ -219,12 +219,11 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name or not path:
             raise ConfigError(f"--model {spec!r}: expected NAME=PATH")
         add_model_scores(found, name, path, args.batch_size)
-    names = sorted({n for feats in found.features for f in feats for n in f
-                    if not args.features or n.startswith(tuple(args.features))})
+    available = sorted({n for feats in found.features for f in feats for n in f})
+    names = [n for n in available if n.startswith(tuple(args.features or [""]))]
     if not names:
         raise ConfigError(f"--features {' '.join(args.features)}: no feature starts with "
-                          f"these; the candidates have "
-                          f"{sorted({n for feats in found.features for f in feats for n in f})}")
+                          f"these; the candidates have {available}")
     if args.weights:
         saved = json.loads(read_text(args.weights))["weights"]
         missing = sorted(set(saved) - set(names))

@@ -169,6 +169,18 @@ def left_align(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     return aligned[:, :max(width, 1)]
 
 
+def candidate_bodies(tokens: torch.Tensor, eos_id: int, pad_id: int
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Candidates (N,T) without eos, left-aligned and padded, and their lengths (N,)."""
+    body = left_align(tokens.masked_fill(tokens.eq(eos_id), pad_id), pad_id)
+    return body, body.ne(pad_id).sum(-1)
+
+
+def per_candidate(k: int, *per_source: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    """Each source's rows repeated for its k candidates, which sit next to each other."""
+    return per_source if k == 1 else tuple(t.repeat_interleave(k, dim=0) for t in per_source)
+
+
 def load_reranker(path: str, pad_id: int, config_path: str = "task.generator.reranker"):
     """An AR teacher as a scoring function: mean log p(candidate + eos | source).
 
@@ -185,19 +197,15 @@ def load_reranker(path: str, pad_id: int, config_path: str = "task.generator.rer
     @torch.inference_mode()
     def score(src: torch.Tensor, tokens: torch.Tensor, bos_id: int, eos_id: int) -> torch.Tensor:
         teacher.to(src.device)  # a no-op after the first call
-        body = left_align(tokens.masked_fill(tokens.eq(eos_id), pad_id), pad_id)
-        lengths = body.ne(pad_id).sum(-1)
+        body, lengths = candidate_bodies(tokens, eos_id, pad_id)
         if reverse:  # position j takes token length-1-j; padding stays at the end
             flipped = (lengths[:, None] - 1 - torch.arange(body.size(1))).clamp(min=0)
             body = torch.where(body.ne(pad_id), body.gather(1, flipped), body)
         target = torch.cat([body, torch.full_like(body[:, :1], pad_id)], dim=1)
         target.scatter_(1, lengths[:, None], eos_id)
         prev = torch.cat([torch.full_like(body[:, :1], bos_id), body], dim=1)
-        memory, memory_padding = teacher.encoder(src)
-        k = tokens.size(0) // src.size(0)
-        if k > 1:
-            memory = memory.repeat_interleave(k, dim=0)
-            memory_padding = memory_padding.repeat_interleave(k, dim=0)
+        memory, memory_padding = per_candidate(tokens.size(0) // src.size(0),
+                                               *teacher.encoder(src))
         logits = teacher.decoder(prev, memory, memory_padding).float()
         logp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         return logp.masked_fill(target.eq(pad_id), 0.0).sum(-1) / (lengths + 1)
@@ -220,14 +228,9 @@ def ctc_scorer(model: CTCNAT, pad_id: int):
     @torch.inference_mode()
     def score(src: torch.Tensor, tokens: torch.Tensor, bos_id: int, eos_id: int) -> torch.Tensor:
         model.to(src.device)  # a no-op after the first call
-        body = left_align(tokens.masked_fill(tokens.eq(eos_id), pad_id), pad_id)
-        lengths = body.ne(pad_id).sum(-1)
-        k = tokens.size(0) // src.size(0)
-        memory, memory_padding = model.encoder(src)
-        if k > 1:
-            src = src.repeat_interleave(k, dim=0)
-            memory = memory.repeat_interleave(k, dim=0)
-            memory_padding = memory_padding.repeat_interleave(k, dim=0)
+        body, lengths = candidate_bodies(tokens, eos_id, pad_id)
+        src, memory, memory_padding = per_candidate(tokens.size(0) // src.size(0), src,
+                                                    *model.encoder(src))
         slot_padding = model.slot_padding(src, body)
         hidden = model.predict_hidden(src, memory, memory_padding, slot_padding)
         lprobs = torch.log_softmax(model.output_logits(hidden).float(), dim=-1)
