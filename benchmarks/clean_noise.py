@@ -68,8 +68,8 @@ def truncate(text: str, rng: random.Random) -> str:
 def noisy_corpus(data: str, per_type: int, seed: int) -> List[Tuple[str, str, str]]:
     """(German, English, label) lines: Multi30k train and the injected noise, shuffled."""
     rng = random.Random(seed)
-    de, en, fr, cs = (read_lines(os.path.join(data, f"train.{lang}")) for lang in ("de", "en", "fr",
-                                                                             "cs"))
+    de, en, fr, cs = (read_lines(os.path.join(data, f"train.{lang}"))
+                      for lang in ("de", "en", "fr", "cs"))
     lines = [(s, t, "clean") for s, t in zip(de, en)]
     long_enough = [i for i, t in enumerate(en) if len(t.split()) >= 6]
     for kind in NOISE_TYPES:
