@@ -5,9 +5,8 @@
         [--rounds 3] [--limit N] --output results/speculative.json
 
 Systems: AR greedy (the AR folder's length settings, GreedySearch), and SpeculativeGenerator
-with the NAT drafter for every `--block-size`, re-drafting and keeping stale drafts (a GLAT
-drafter; a CTC drafter cannot re-draft, so it is timed once), and with each `--relaxed
-TOP:TOLERANCE` acceptance. Protocol as `paragen bench`: tokenization excluded; every system
+with the NAT drafter for every `--block-size`, re-drafting (a CTC drafter: re-aligning) and
+keeping stale drafts, and with each `--relaxed TOP:TOLERANCE` acceptance. Protocol as `paragen bench`: tokenization excluded; every system
 warmed up first; batch 1 feeds the sentences one at a time (sentences/s over the set, median
 latency), batched sorts by length into `--max-tokens` batches; each round visits every system
 in turn and the numbers are medians over rounds.
@@ -54,9 +53,8 @@ def build_systems(task, drafter, search: Dict[str, Any], args) -> List[Tuple[str
     ids = {"bos_id": task.tgt_tokenizer.bos_id, "eos_id": task.tgt_tokenizer.eos_id,
            "pad_id": task.tgt_tokenizer.pad_id}
     systems = [("greedy", task.generator)]
-    can_redraft = not drafter.upsample
     for block in args.block_size:
-        for redraft in ((True, False) if can_redraft else (False,)):
+        for redraft in (True, False):
             name = f"spec k={block or 'all'}" + (" redraft" if redraft else " stale")
             systems.append((name, SpeculativeGenerator(drafter, block_size=block,
                                                        redraft=redraft, search=search,

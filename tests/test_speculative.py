@@ -90,7 +90,7 @@ class ListDrafter(nn.Module):
         tokens = torch.tensor([row + [PAD] * (width - len(row)) for row in rows])
         return tokens, torch.tensor([len(row) for row in rows])
 
-    def first_draft(self, src: torch.Tensor):
+    def first_draft(self, src: torch.Tensor, memory, memory_padding):
         tokens, lengths = self._pack(self.drafts)
         return {"row": torch.arange(len(self.drafts))}, tokens, lengths
 
@@ -140,7 +140,7 @@ def test_block_step_with_rollback_matches_full_recomputation():
 @pytest.mark.parametrize("block_size", [0, 1, 3])
 def test_random_nat_drafter_gives_greedy_output(drafter, block_size):
     """An untrained drafter's tokens are mostly rejected: the output is greedy's anyway,
-    re-drafted (GLAT) or kept stale (either)."""
+    re-drafted (GLAT), re-aligned (CTC) or kept stale (either)."""
     model = make_ar(0)
     nat = make_nat(GLAT) if drafter == "glat" else make_nat(CTCNAT, upsample=2.0)
     src = sources(48, seed=block_size)
@@ -150,7 +150,7 @@ def test_random_nat_drafter_gives_greedy_output(drafter, block_size):
         assert_same(generator(src), expected)
         stats = generator.statistics()
         assert stats["histogram"][0] == 0 and stats["sentence_steps"] > 0
-        assert generator.redraft == (redraft and drafter == "glat")
+        assert generator.redraft == redraft
 
 
 @pytest.mark.parametrize("model_class", [CMLM, NATCRF])
@@ -221,6 +221,105 @@ def test_one_wrong_draft_token_costs_one_pass_when_redrafted(kind):
         assert kept.statistics()["verify_passes"] == 2
     else:
         assert kept.statistics()["verify_passes"] > 2
+
+
+class TableCTC(nn.Module):
+    """A stand-in CTC model whose slot logits are a given (B,T,V) table: the decoder state
+    of a slot is its row of logits, and the output layer reads logits off it."""
+
+    upsample, max_slots, supports_refinement = 6.0, 0, True
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table
+
+    def encode(self, src):
+        return None, None, None
+
+    def predict_hidden(self, src, memory, memory_padding, padding):
+        return self.table[:, :padding.size(1)]
+
+    def best_tokens(self, hidden, padding, with_scores):
+        return hidden.argmax(-1).masked_fill(padding, PAD), None
+
+    def token_logits(self, hidden, tokens):
+        return hidden.gather(2, tokens[:, None, :].expand(-1, hidden.size(1), -1))
+
+    def slot_token_logits(self, hidden, tokens):
+        return hidden.gather(2, tokens[..., None]).squeeze(2)
+
+
+def ctc_table(draft: List[int], slots: int, width: int, extra: Dict[Tuple[int, int], float]
+              ) -> torch.Tensor:
+    """(width, VOCAB) slot logits whose best path reads `draft`: token i in slot 2i, blanks
+    (pad) between and after, each best by 5; `extra[(slot, token)]` logits on top."""
+    table = torch.zeros(width, VOCAB)
+    table[:slots, PAD] = 5.0
+    for i, token in enumerate(draft):
+        table[2 * i, PAD], table[2 * i, token] = 0.0, 5.0
+    for (slot, token), value in extra.items():
+        table[slot, token] = value
+    return table
+
+
+@pytest.mark.parametrize("kind", ["extra", "missing"])
+def test_ctc_drafts_realign_after_a_missing_or_extra_token(kind):
+    """A CTC draft with one token too many or one missing: after the verifier's correction
+    the prefix is aligned to the slots again and the rest of the draft is accepted in the
+    next pass; kept stale, the draft stays out of step. Output: greedy's either way."""
+    from paragen.generators.drafting import NATDrafter
+    from paragen.models.nat.base import upsampled_slot_counts
+
+    model = make_ar(0, eos_bias=-1.0)
+    src = sources(12, seed=8, longest=6)
+    expected = greedy(model, src)
+    perfect = with_eos(expected[0])
+    wrong = min(set(range(4, VOCAB)) - set(expected[0].unique().tolist()))
+    slots = upsampled_slot_counts(src, PAD, TableCTC.upsample, 0).tolist()
+    tables = []
+    for target, count in zip(perfect, slots):
+        # a token unlike its neighbours: a repeat would need a blank slot between the two
+        at = next(i for i in range(len(target) // 2, 0, -1)
+                  if target[i] not in (target[i - 1], target[i + 1]))
+        if kind == "extra":  # the wrong token's slot is second best as a blank
+            draft, extra = edit(target, kind, at, wrong), {(2 * at, PAD): 2.0}
+        else:  # the missing token is second best in the blank slot where it belongs
+            draft, extra = edit(target, kind, at, wrong), {(2 * at - 1, target[at]): 4.0}
+        assert 2 * len(draft) <= count
+        tables.append(ctc_table(draft, count, max(slots), extra))
+    drafter = NATDrafter(TableCTC(torch.stack(tables)), EOS, PAD)
+    assert drafter.can_redraft
+    realigned = speculative(model, drafter)
+    assert_same(realigned(src), expected)
+    assert realigned.statistics()["verify_passes"] == 2
+    kept = speculative(model, drafter, redraft=False)
+    assert_same(kept(src), expected)
+    assert kept.statistics()["verify_passes"] > 2
+
+
+def test_ctc_prefix_ends_match_brute_force():
+    """Every slot t: the best-scoring CTC path of the whole prefix over slots 0..t, found by
+    enumerating all labellings of those slots."""
+    import itertools
+
+    from paragen.modules.alignments import ctc_prefix_ends, lattice_states
+
+    generator = torch.Generator().manual_seed(3)
+    blank, vocab, slots = 0, 4, 6
+    for prefix in ([1], [1, 2], [2, 2], [1, 3, 1], [3, 3, 2]):
+        table = torch.randn(1, slots, vocab, generator=generator)
+        labels = torch.tensor([prefix])
+        emit = table.gather(2, lattice_states(labels, blank)[:, None, :].expand(-1, slots, -1))
+        scores, _ = ctc_prefix_ends(emit, torch.tensor([slots]), labels,
+                                    torch.tensor([len(prefix)]), blank)
+        for t in range(slots):
+            best = -float("inf")
+            for path in itertools.product(range(vocab), repeat=t + 1):
+                collapsed = [a for i, a in enumerate(path)
+                             if a != blank and (i == 0 or path[i - 1] != a)]
+                if collapsed == prefix:
+                    best = max(best, sum(float(table[0, i, a]) for i, a in enumerate(path)))
+            assert float(scores[0, t]) == pytest.approx(best, abs=1e-5), (prefix, t)
 
 
 def test_rows_end_at_different_steps_and_at_the_length_limit():
@@ -326,21 +425,30 @@ def test_refuses_other_vocabularies_non_nat_drafters_and_other_searches():
 # ---------------------------------------------------------------- end to end
 def test_generate_with_trained_drafters_matches_greedy(small_corpus, tmp_path, tiny_model):
     """`paragen generate` on a tiny trained AR model, with a tiny trained GLAT or CTC model
-    as drafter, writes greedy's output line for line."""
+    as drafter, writes greedy's output line for line. The CTC drafter starts from the AR
+    model with its encoder frozen (`task.trainer.freeze`): its encoder stays the AR model's,
+    so it drafts from the AR model's encoder output."""
     from helpers import tiny_config, write_config
 
+    from paragen.checkpoint import load_checkpoint
     from paragen.cli import main
     from paragen.tasks.build import load_trained_task
 
-    for name, model, criterion in (("glat", {"class": "GLAT"}, "GlancingCrossEntropy"),
-                                   ("ctc", {"class": "CTCNAT", "upsample": 2.0},
-                                    "GlancingCTC")):
+    frozen = {"init_from": str(tiny_model / "last.pt"), "freeze": ["encoder.*"]}
+    for name, model, criterion, trainer in (
+            ("glat", {"class": "GLAT"}, "GlancingCrossEntropy", {}),
+            ("ctc", {"class": "CTCNAT", "upsample": 2.0}, "GlancingCTC", frozen)):
         config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
-                             tmp_path / name, max_steps=5)
+                             tmp_path / name, max_steps=5, **trainer)
         config["task"]["model"].update(model)
         config["task"]["criterion"] = {"class": criterion}
         config["task"]["generator"] = {"class": "NATGenerator"}
         assert main(["train", "--config", write_config(config, tmp_path / f"{name}.yaml")]) == 0
+    ar = load_checkpoint(str(tiny_model / "last.pt"))["model"]
+    ctc = load_checkpoint(str(tmp_path / "ctc" / "last.pt"))["model"]
+    encoder = [key for key in ar if key.startswith("encoder.")]
+    assert encoder and all(torch.equal(ar[key], ctc[key]) for key in encoder)
+    assert any(not torch.equal(ar[key], ctc[key]) for key in ar if key.startswith("decoder."))
     source = small_corpus["valid"]["de"]
     outputs = {}
     for name, block_size in (("greedy", None), ("glat", 4), ("ctc", 0)):
@@ -358,6 +466,7 @@ def test_generate_with_trained_drafters_matches_greedy(small_corpus, tmp_path, t
             lines = Path(source).read_text(encoding="utf-8").splitlines()[:3]
             assert task.translate(lines) == outputs["greedy"][:3]
             assert task.generator.statistics()["verify_passes"] > 0
+            assert task.generator.drafter.shares_encoder == (name == "ctc")
     assert len(outputs["greedy"]) == 40
     assert outputs["glat"] == outputs["greedy"] and outputs["ctc"] == outputs["greedy"]
 

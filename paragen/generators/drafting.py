@@ -10,10 +10,17 @@ accepted token p:
     tokens enter the decoder input of the first slots as glanced tokens did in training
     (`predict_slots(..., given, given_mask)`); the slot count stays the predicted length,
     or one past the prefix when the sentence has outgrown it;
-  * CTC models (`CTCNAT`) cannot: their slots do not line up with output positions before
-    the collapse, so there is no slot to put an accepted token in, and an unconditioned
-    second pass would only repeat the first draft. The generator keeps their stale draft
-    (`SpeculativeGenerator`).
+  * CTC models (`CTCNAT`) re-align, without another NAT pass: their slots do not line up
+    with output positions, so there is no slot to put an accepted token in, but the slot
+    states of the first pass are kept, and the prefix is aligned to them (a Viterbi pass
+    over the prefix's CTC lattice, `ctc_prefix_ends`). The new draft is the prefix, then
+    the collapsed best tokens of the slots after the one where prefix + continuation
+    scores best. A draft that missed a word or held one too many is back in step after
+    the verifier's correction, instead of staying one token off until it runs out.
+
+A drafter whose encoder is the verifier's, tensor for tensor (trained with
+`task.trainer.freeze: [encoder.*]` from the verifier's weights), drafts from the verifier's
+encoder output instead of encoding the source a second time.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from torch import nn
 from paragen.errors import ConfigError
 from paragen.generators.nat import collapse_repeats, left_align
 from paragen.interfaces import DAGModel, NATModel
+from paragen.modules.alignments import ctc_prefix_ends, lattice_states
 from paragen.model_folder import stored_config
 from paragen.models.loading import load_trained_model
 from paragen.models.nat.base import padding_from_counts, upsampled_slot_counts
@@ -36,9 +44,11 @@ Context = Dict[str, torch.Tensor]  # batch-first tensors a drafter keeps per sen
 class Drafter(Protocol):
     """What `SpeculativeGenerator` asks of a drafter.
 
-    `first_draft(src (B,S))` → (context, tokens (B,D), lengths (B,)): the draft of each
-    sentence is `tokens[b, :lengths[b]]`, cut after its first eos. `context` holds batch-first
-    tensors (the drafter's encoder output...) that the generator keeps, row-selected, for
+    `first_draft(src (B,S), memory, memory_padding)` → (context, tokens (B,D), lengths
+    (B,)): the draft of each sentence is `tokens[b, :lengths[b]]`, cut after its first eos;
+    memory (B,S,D) and memory_padding (B,S) are the verifier's encoder output, which a
+    drafter sharing that encoder uses. `context` holds batch-first tensors (the drafter's
+    encoder output...) that the generator keeps, row-selected, for
     `redraft(context, prefix (N,P), prefix_lengths (N,))` → (tokens (N,D'), lengths (N,)):
     a new draft of N sentences given their accepted prefixes, in the same coordinates (slots
     below the prefix length are ignored). Only called when `can_redraft` is True.
@@ -46,7 +56,8 @@ class Drafter(Protocol):
 
     can_redraft: bool
 
-    def first_draft(self, src: torch.Tensor) -> Tuple[Context, torch.Tensor, torch.Tensor]: ...
+    def first_draft(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor
+                    ) -> Tuple[Context, torch.Tensor, torch.Tensor]: ...
 
     def redraft(self, context: Context, prefix: torch.Tensor, prefix_lengths: torch.Tensor
                 ) -> Tuple[torch.Tensor, torch.Tensor]: ...
@@ -63,18 +74,33 @@ def cut_after_eos(tokens: torch.Tensor, lengths: torch.Tensor, start: torch.Tens
 
 
 class NATDrafter(nn.Module):
-    """A NAT model as a drafter: its single-pass output (collapsed for a CTC model), and
-    prefix-conditioned re-drafts for a length-predicting one (see the module docstring)."""
+    """A NAT model as a drafter: its single-pass output (collapsed for a CTC model), then
+    prefix-conditioned re-drafts or re-alignments (see the module docstring)."""
 
     def __init__(self, model: nn.Module, eos_id: int, pad_id: int):
         super().__init__()
         self.model, self.eos_id, self.pad_id = model, eos_id, pad_id
         self.upsample = float(model.upsample)
-        self.can_redraft = not self.upsample and bool(model.supports_refinement)
+        # Re-alignment needs the slot states and the output layer: a PyTorch CTC model.
+        self.realigns = bool(self.upsample) and hasattr(model, "slot_token_logits")
+        self.can_redraft = self.realigns or (not self.upsample and bool(model.supports_refinement))
+        self.shares_encoder = False  # set by `check_shared_encoder`
 
-    def first_draft(self, src: torch.Tensor) -> Tuple[Context, torch.Tensor, torch.Tensor]:
+    def check_shared_encoder(self, verifier: nn.Module) -> bool:
+        """Draft from the verifier's encoder output from now on if the two encoders are
+        the same function (`same_module`). Called once the verifier's weights are loaded."""
+        self.shares_encoder = same_module(getattr(verifier, "encoder", None),
+                                          getattr(self.model, "encoder", None))
+        return self.shares_encoder
+
+    def first_draft(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor
+                    ) -> Tuple[Context, torch.Tensor, torch.Tensor]:
         model = self.model
-        memory, memory_padding, length_logits = model.encode(src)
+        if self.shares_encoder:
+            length_logits = None if self.upsample else model.length_logits(memory,
+                                                                            memory_padding)
+        else:
+            memory, memory_padding, length_logits = model.encode(src)
         if self.upsample:
             slots = upsampled_slot_counts(src, self.pad_id, self.upsample,
                                           model.max_slots).clamp_min(1)
@@ -83,7 +109,16 @@ class NATDrafter(nn.Module):
             slots = model.class_to_length(length_logits.argmax(-1, keepdim=True),
                                           src_lengths).squeeze(-1)
         padding = padding_from_counts(slots)
-        tokens, _ = model.predict_slots(src, memory, memory_padding, padding, with_scores=False)
+        if self.realigns:  # what a re-alignment reads: the slots' states and best tokens
+            hidden = model.predict_hidden(src, memory, memory_padding, padding)
+            tokens, _ = model.best_tokens(hidden, padding, with_scores=False)
+            context = {"hidden": hidden, "slot_tokens": tokens, "slots": slots,
+                       "slot_logits": model.slot_token_logits(hidden, tokens)}
+        else:  # what a prefix-given pass reads
+            tokens, _ = model.predict_slots(src, memory, memory_padding, padding,
+                                            with_scores=False)
+            context = {"src": src, "memory": memory, "memory_padding": memory_padding,
+                       "slots": slots}
         tokens = tokens.masked_fill(padding, self.pad_id)
         if self.upsample:  # blanks (pad) and repeats go; what is left is the sentence
             tokens = left_align(collapse_repeats(tokens, self.pad_id), self.pad_id)
@@ -91,12 +126,16 @@ class NATDrafter(nn.Module):
         else:
             lengths = slots
         lengths = cut_after_eos(tokens, lengths, torch.zeros_like(lengths), self.eos_id)
-        context = {"src": src, "memory": memory, "memory_padding": memory_padding,
-                   "slots": slots}
         return context, tokens, lengths
 
     def redraft(self, context: Context, prefix: torch.Tensor, prefix_lengths: torch.Tensor
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self.realigns:
+            return self._realign(context, prefix, prefix_lengths)
+        return self._redraft_given_prefix(context, prefix, prefix_lengths)
+
+    def _redraft_given_prefix(self, context: Context, prefix: torch.Tensor,
+                              prefix_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """The predicted length's slots (one past the prefix if that is longer; at most the
         model's max_length), the prefix given in the first ones."""
         slots = torch.maximum(context["slots"], prefix_lengths + 1).clamp_max(
@@ -113,6 +152,38 @@ class NATDrafter(nn.Module):
                                              given, given_mask & ~padding, with_scores=False)
         tokens = tokens.masked_fill(padding, self.pad_id)
         return tokens, cut_after_eos(tokens, slots, prefix_lengths, self.eos_id)
+
+    def _realign(self, context: Context, prefix: torch.Tensor, prefix_lengths: torch.Tensor
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A CTC draft continuing the prefix: the prefix aligned to slots 0..t, then the best
+        tokens of slots t+1.., for the t with the best total score (raw logits: every slot
+        counts once in any path, so the softmax normalisers cancel). A row whose prefix no
+        longer fits its slots gets an empty continuation (the verifier goes on alone)."""
+        pad = self.pad_id
+        hidden, slot_tokens, slots = context["hidden"], context["slot_tokens"], context["slots"]
+        prefix = prefix[:, :max(int(prefix_lengths.max()), 1)]
+        emit = self.model.token_logits(hidden, lattice_states(prefix, pad))
+        ends, on_label = ctc_prefix_ends(emit, slots, prefix, prefix_lengths, pad)
+        positions = torch.arange(hidden.size(1), device=hidden.device)[None, :]
+        # rest[:, t]: the best tokens' logits over slots t+1 .. (padding slots hold 0)
+        logits = context["slot_logits"].masked_fill(positions >= slots[:, None], 0.0)
+        rest = logits.flip(1).cumsum(1).flip(1) - logits
+        best, end = (ends + rest).max(1)
+        feasible = best.isfinite()
+        last = prefix.gather(1, (prefix_lengths - 1).clamp_min(0)[:, None])
+        # the slot where the prefix ends holds its last token (merging with a repeat of it
+        # after) or a blank; the slots after it, their best tokens
+        lead = torch.where(on_label.gather(1, end[:, None]), last, pad)
+        tail = torch.where(positions > end[:, None], slot_tokens, pad).scatter(1, end[:, None],
+                                                                               lead)
+        tail = collapse_repeats(tail, pad).scatter(1, end[:, None], pad)
+        tail = left_align(tail.masked_fill(~feasible[:, None], pad), pad)
+        width = prefix.size(1) + tail.size(1)
+        tokens = torch.nn.functional.pad(prefix, (0, width - prefix.size(1)), value=pad)
+        columns = prefix_lengths[:, None] + torch.arange(tail.size(1), device=tail.device)
+        tokens = tokens.scatter(1, columns, tail)
+        lengths = prefix_lengths + tail.ne(pad).sum(-1)
+        return tokens, cut_after_eos(tokens, lengths, prefix_lengths, self.eos_id)
 
 
 def vocabulary_sizes(model: nn.Module) -> Optional[Tuple[int, int]]:
@@ -154,3 +225,25 @@ def build_drafter(drafter: Union[str, nn.Module], verifier: nn.Module, eos_id: i
                           f"{theirs[1]} ids) differs from the AR model's (source {ours[0]}, "
                           f"target {ours[1]}); the drafter must use the AR model's tokenizer")
     return NATDrafter(drafter.eval(), eos_id, pad_id)
+
+
+def same_module(first: Optional[nn.Module], second: Optional[nn.Module]) -> bool:
+    """Whether two modules compute the same function: same classes, same plain settings
+    (head counts, norm placement...) in every submodule, and equal tensors."""
+    if not isinstance(first, nn.Module) or not isinstance(second, nn.Module):
+        return False
+    if first is second:
+        return True
+    def settings(module: nn.Module) -> Dict[str, object]:  # the train/eval mode aside
+        return {key: value for key, value in vars(module).items()
+                if isinstance(value, (bool, int, float, str, type(None))) and key != "training"}
+
+    modules_a, modules_b = list(first.modules()), list(second.modules())
+    if len(modules_a) != len(modules_b) or any(
+            type(a) is not type(b) or settings(a) != settings(b)
+            for a, b in zip(modules_a, modules_b)):
+        return False
+    state_a, state_b = first.state_dict(), second.state_dict()
+    return state_a.keys() == state_b.keys() and all(
+        state_a[key].shape == state_b[key].shape and torch.equal(state_a[key], state_b[key])
+        for key in state_a)

@@ -25,15 +25,15 @@ than greedy's one-token step (logits differ by ~1e-6 in fp32, more in bf16), whi
 an argmax between two tokens tied that closely.
 
 After a disagreement the draft past it is stale (`paragen.generators.drafting`):
-  * `redraft: true` (default), length-predicting drafters (GLAT, vanilla NAT, CMLM, NAT-CRF):
-    the drafter proposes again given the accepted prefix, one NAT pass for the rows that
-    disagreed;
-  * otherwise, and always for CTC drafters: the stale draft is kept, as if the AR model's
-    token had replaced the rejected one, and continues after it. A draft that held a token
-    too many, or missed one, stays out of step until it runs out: aligning it again by
-    looking for the AR model's token a slot further on misfires on repeated tokens, and
-    gained nothing measurable. An unconditioned re-draft of a CTC model would only repeat
-    its first draft, so it is not offered.
+  * `redraft: true` (default): length-predicting drafters (GLAT, vanilla NAT, CMLM,
+    NAT-CRF) propose again given the accepted prefix, one NAT pass for the rows that
+    disagreed; CTC drafters re-align the prefix to their first pass's slots (no NAT
+    pass) and continue from where it ends, so a draft that missed a token or held one
+    too many is back in step;
+  * `redraft: false`: the stale draft is kept, as if the AR model's token had replaced
+    the rejected one, and continues after it.
+A drafter trained from the AR model with its encoder frozen (`task.trainer.freeze:
+[encoder.*]`) drafts from the AR model's encoder output: one encoder pass instead of two.
 
 An exported AR model (`paragen export`, ONNX or TorchScript) verifies through its `block`
 graph, with a PyTorch or exported NAT drafter: `--task.generator.class SpeculativeGenerator
@@ -122,6 +122,7 @@ class SpeculativeGenerator(nn.Module):
         self.accept_tolerance = float(accept_tolerance)
         self.redraft = redraft and self.drafter.can_redraft
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self._encoder_checked = False  # the model's weights load after the generator is built
         self.reset_statistics()
 
     # ------------------------------------------------------------------ statistics
@@ -156,7 +157,10 @@ class SpeculativeGenerator(nn.Module):
         model, pad = self.model, self.pad_id
         memory, memory_padding = model.encoder(src)
         self._place_drafter()
-        context, draft, draft_len = self.drafter.first_draft(src)
+        if not self._encoder_checked and hasattr(self.drafter, "check_shared_encoder"):
+            self.drafter.check_shared_encoder(model)
+        self._encoder_checked = True
+        context, draft, draft_len = self.drafter.first_draft(src, memory, memory_padding)
         self.draft_passes += 1
         max_len = self.search.max_lengths(model.decoder, memory_padding)
         bsz, device = src.size(0), src.device

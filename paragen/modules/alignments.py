@@ -88,3 +88,46 @@ def ctc_best_alignment(emit: torch.Tensor, slot_lengths: torch.Tensor, labels: t
     aligned = extended.gather(1, path)
     past_end = torch.arange(slots, device=labels.device)[None, :] >= slot_lengths[:, None]
     return aligned.masked_fill(past_end, blank), feasible
+
+
+@torch.compiler.disable
+def ctc_prefix_ends(emit: torch.Tensor, slot_lengths: torch.Tensor, prefix: torch.Tensor,
+                    prefix_lengths: torch.Tensor, blank: int
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where a CTC path of a *prefix* of the output can end: (scores (B,T): the best score
+    of a path of the whole prefix over slots 0..t, for each t, -inf where it does not fit or
+    t is past the row's slots; on_label (B,T): whether that path ends on the prefix's last
+    label rather than on a blank after it). emit, slot_lengths as `ctc_best_alignment`,
+    with the prefix (B,L) and its lengths (B,) ≥ 1 as the labels.
+
+    A speculative CTC drafter continues a prefix its verifier accepted from the slot where
+    the prefix most probably ends (`paragen.generators.drafting`), once per rejected draft:
+    the loop is kept to four small ops per slot (no backtrace, rows past their slots run on
+    and are masked at the end), since at batch 1 their count is the cost.
+    """
+    batch, slots, states = emit.shape
+    extended = lattice_states(prefix, blank)
+    state_ids = torch.arange(states, device=emit.device)
+    # -inf for states past a row's lattice, and for skips that are not allowed (see
+    # `_viterbi`), folded into the scores once instead of masked at every slot
+    emit = emit.masked_fill((state_ids[None, :] >= (2 * prefix_lengths + 1)[:, None])[:, None],
+                            -torch.inf)
+    no_skip = torch.ones(batch, states, dtype=torch.bool, device=emit.device)
+    no_skip[:, 2:] = extended[:, 2:].eq(blank) | extended[:, 2:].eq(extended[:, :-2])
+    skip_bias = torch.zeros(batch, states, device=emit.device).masked_fill_(no_skip, -torch.inf)
+    # alpha of every slot, two -inf columns in front: the previous state and the one two
+    # back are views of the same buffer
+    history = torch.full((slots, batch, states + 2), -torch.inf, device=emit.device)
+    history[0, :, 2:4] = emit[:, 0, :2]
+    for t in range(1, slots):
+        before = history[t - 1]
+        best = torch.maximum(torch.maximum(before[:, 2:], before[:, 1:-1]),
+                             before[:, :-2] + skip_bias)
+        torch.add(best, emit[:, t], out=history[t, :, 2:])
+    alpha = history[:, :, 2:].transpose(0, 1)  # (B,T,U)
+    last_blank = (2 * prefix_lengths)[:, None, None].expand(-1, slots, 1)
+    end_blank = alpha.gather(2, last_blank).squeeze(2)
+    end_label = alpha.gather(2, last_blank - 1).squeeze(2)
+    past_end = torch.arange(slots, device=emit.device)[None, :] >= slot_lengths[:, None]
+    scores = torch.maximum(end_label, end_blank).masked_fill(past_end, -torch.inf)
+    return scores, end_label > end_blank

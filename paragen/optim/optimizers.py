@@ -6,11 +6,13 @@
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List
+import fnmatch
+from typing import Dict, Iterable, List, Sequence
 
 import torch
 from torch import nn
 
+from paragen.errors import ConfigError
 from paragen.registry import register_optimizer
 
 
@@ -22,6 +24,29 @@ def parameter_groups(model: nn.Module) -> List[Dict]:
         if param.requires_grad:
             (no_decay if param.dim() < 2 else decay).append(param)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def freeze_parameters(model: nn.Module, patterns: Sequence[str],
+                      config_path: str = "task.trainer.freeze") -> List[str]:
+    """Keep the parameters whose names match any glob pattern (`encoder.*`) at their
+    values: no gradient, so the optimizer never sees them. Returns the frozen names.
+
+    Why: a model that must keep a module identical to another model's (a speculative
+    drafter reusing its verifier's encoder) or a fine-tuning that keeps pre-trained layers.
+    Tied weights are listed under the first name that holds them (`parameters()` order).
+    A pattern that matches nothing is a typo, refused in one line."""
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            sample = ", ".join(names[:4])
+            raise ConfigError(f"{config_path}: {pattern!r} matches no parameter name (they "
+                              f"look like {sample}, ...)")
+    frozen = []
+    for name, param in model.named_parameters():
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen
 
 
 @register_optimizer

@@ -27,7 +27,7 @@ from paragen.checkpoint import (assign_weights, load_checkpoint, load_matching_w
 import paragen.lr_schedulers  # noqa: F401  (registers the schedules a config names)
 from paragen.errors import ConfigError, DataError, ParagenError, TrainingInterrupted
 from paragen.interfaces import ProgressAware
-from paragen.optim import parameter_groups
+from paragen.optim import freeze_parameters, parameter_groups
 from paragen.registry import build, register_trainer
 from paragen.trainers.ema import WeightAverage
 from paragen.trainers.resume import restore_optimizer
@@ -45,7 +45,8 @@ class Trainer:
                  save_dir: str = "checkpoints", keep_last: int = 5, assess_by: str = "valid.bleu",
                  early_stopping_patience: int = 0, log_interval: int = 50, resume: bool = True,
                  init_from: Optional[str] = None, compile: bool = False, overwrite: bool = False,
-                 tensorboard: bool = False, ema_decay: float = 0.0, *, env):
+                 tensorboard: bool = False, ema_decay: float = 0.0,
+                 freeze: Optional[List[str]] = None, *, env):
         if not (max_steps or max_epochs or max_minutes):
             raise ParagenError("task.trainer: set at least one of max_steps, max_epochs, max_minutes")
         self.optimizer_config = optimizer or {"class": "AdamW"}
@@ -72,6 +73,7 @@ class Trainer:
         # (trainers/ema.py); the trained weights are kept too, for resuming.
         self.ema_decay, self.ema = ema_decay, None
         self.init_from = init_from  # a checkpoint to start from (e.g. the AR teacher for GLAT)
+        self.freeze = list(freeze or [])  # parameter name patterns kept at their start values
         self.compile = compile  # torch.compile the network (measured: docs/benchmarks.md)
         # every metrics.jsonl record also as TensorBoard scalars in save_dir/tensorboard
         self.tensorboard = tensorboard
@@ -171,6 +173,9 @@ class Trainer:
             logger.info("initialized from %s: %s; fresh: %s; not used from it: %s",
                         self.init_from, _by_module(loaded), _by_module(fresh) or "nothing",
                         _by_module(unused) or "nothing")
+        if self.freeze:
+            frozen = freeze_parameters(task.model, self.freeze)
+            logger.info("frozen: %s", _by_module(frozen))
         self._build_optimization(task.model)
         self.network = task.model  # what the criterion calls: DDP's wrapper when distributed
         if self.env.world_size > 1:

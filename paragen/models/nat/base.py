@@ -118,6 +118,11 @@ class NATBase(nn.Module):
         weight = self.decoder.output_projection.weight[tokens]  # (B,K,D)
         return torch.bmm(hidden.to(weight.dtype), weight.transpose(1, 2)).float()
 
+    def slot_token_logits(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(B,T) logit of one given token per slot (B,T): `token_logits` with K = 1 per slot."""
+        weight = self.decoder.output_projection.weight[tokens]  # (B,T,D)
+        return (hidden.to(weight.dtype) * weight).sum(-1).float()
+
     # ------------------------------------------------------------------ inference interface
     # What a NAT generator needs, in two coarse steps, so that an exported graph pair
     # (`paragen.exporting`) can stand in for the model.
