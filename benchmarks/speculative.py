@@ -2,14 +2,15 @@
 
     python benchmarks/speculative.py --model AR_DIR --drafter NAT_DIR \\
         --input test.de --reference test.en [--block-size 0 4] [--relaxed 3:1.0] \\
-        [--rounds 3] [--limit N] --output results/speculative.json
+        [--batch-size 32] [--rounds 3] [--limit N] --output results/speculative.json
 
 Systems: AR greedy (the AR folder's length settings, GreedySearch), and SpeculativeGenerator
 with the NAT drafter for every `--block-size`, re-drafting (a CTC drafter: re-aligning) and
-keeping stale drafts, and with each `--relaxed TOP:TOLERANCE` acceptance. Protocol as `paragen bench`: tokenization excluded; every system
-warmed up first; batch 1 feeds the sentences one at a time (sentences/s over the set, median
-latency), batched sorts by length into `--max-tokens` batches; each round visits every system
-in turn and the numbers are medians over rounds.
+keeping stale drafts, and with each `--relaxed TOP:TOLERANCE` acceptance. Protocol as
+`paragen bench`: tokenization excluded; every system warmed up first; batch 1 feeds the
+sentences one at a time (sentences/s over the set, median latency), batched sorts by length
+into `--max-tokens` batches (of at most `--batch-size` sentences when given); each round
+visits every system in turn and the numbers are medians over rounds.
 
 Per system it also reports the lines that differ from greedy's output (batched and batch 1;
 0 for exact acceptance), BLEU against the references, the mean tokens gained per sentence
@@ -24,7 +25,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -67,8 +68,9 @@ def build_systems(task, drafter, search: Dict[str, Any], args) -> List[Tuple[str
     return [(name, generator.eval()) for name, generator in systems]
 
 
-def batches_of(task, split: Dict[str, Any], max_tokens: int) -> List[Dict[str, Any]]:
-    sampler = BucketSampler(max_tokens=max_tokens, shuffle=False)
+def batches_of(task, split: Dict[str, Any], max_tokens: int,
+               max_sentences: Optional[int] = None) -> List[Dict[str, Any]]:
+    sampler = BucketSampler(max_tokens=max_tokens, max_sentences=max_sentences, shuffle=False)
     return [task.collate(b, split) for b in sampler.batches(split["lengths"])]
 
 
@@ -142,6 +144,8 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--relaxed", nargs="*", default=[], metavar="TOP:TOLERANCE",
                         help="also time relaxed acceptance (first block size)")
     parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="also at most this many sentences per batch (e.g. 32)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="only the first N sentences")
     parser.add_argument("--threads", type=int, default=1)
@@ -157,10 +161,11 @@ def main(argv: List[str]) -> int:
     drafter = load_trained_model(args.drafter, "drafter")
     systems = build_systems(task, drafter, search, args)
     split = task.encode(lines)
-    batches = batches_of(task, split, args.max_tokens)
+    batches = batches_of(task, split, args.max_tokens, args.batch_size)
     warm = {k: v[:16] for k, v in split.items()}
     for _, generator in systems:
-        measure(task, generator, warm, batches_of(task, warm, args.max_tokens), len(warm["src"]))
+        measure(task, generator, warm, batches_of(task, warm, args.max_tokens, args.batch_size),
+                len(warm["src"]))
     timings: Dict[str, List[Dict[str, Any]]] = {name: [] for name, _ in systems}
     outputs: Dict[str, Tuple[List[List[int]], List[List[int]]]] = {}
     for round_index in range(args.rounds):
@@ -201,8 +206,8 @@ def main(argv: List[str]) -> int:
     result = {"command": " ".join(["python", "benchmarks/speculative.py"] + argv),
               "model": args.model, "drafter": args.drafter, "drafter_class":
                   type(drafter).__name__, "input": args.input, "sentences": len(lines),
-              "search": search, "max_tokens": args.max_tokens, "rounds": args.rounds,
-              "threads": args.threads, "machine": describe_machine(args.device), "rows": rows}
+              "search": search, "max_tokens": args.max_tokens, "batch_size": args.batch_size,
+              "rounds": args.rounds, "threads": args.threads, "machine": describe_machine(args.device), "rows": rows}
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=2)

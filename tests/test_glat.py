@@ -275,6 +275,32 @@ def test_ctc_best_alignment_is_the_most_probable_path():
     assert not feasible[4]  # "1 1" needs three slots (a blank between the repeats), has two
 
 
+def test_ctc_prefix_ends_match_brute_force():
+    """Where a prefix's CTC path can end (speculative drafts re-align with it): for every
+    slot t, the best score of a path of the whole prefix over slots 0..t, found by
+    enumerating all labellings of those slots."""
+    import itertools
+
+    from paragen.modules.alignments import ctc_prefix_ends, lattice_states
+
+    generator = torch.Generator().manual_seed(3)
+    blank, vocab, slots = 0, 4, 6
+    for prefix in ([1], [1, 2], [2, 2], [1, 3, 1], [3, 3, 2]):
+        table = torch.randn(1, slots, vocab, generator=generator)
+        labels = torch.tensor([prefix])
+        emit = table.gather(2, lattice_states(labels, blank)[:, None, :].expand(-1, slots, -1))
+        scores, _ = ctc_prefix_ends(emit, torch.tensor([slots]), labels,
+                                    torch.tensor([len(prefix)]), blank)
+        for t in range(slots):
+            best = -float("inf")
+            for path in itertools.product(range(vocab), repeat=t + 1):
+                collapsed = [a for i, a in enumerate(path)
+                             if a != blank and (i == 0 or path[i - 1] != a)]
+                if collapsed == prefix:
+                    best = max(best, sum(float(table[0, i, a]) for i, a in enumerate(path)))
+            assert float(scores[0, t]) == pytest.approx(best, abs=1e-5), (prefix, t)
+
+
 def test_fused_ctc_loss_matches_autograd():
     """Loss and logits gradient equal autograd through log_softmax + F.ctc_loss."""
     from paragen.criteria.ctc import ctc_loss_from_logits

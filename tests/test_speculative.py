@@ -297,31 +297,6 @@ def test_ctc_drafts_realign_after_a_missing_or_extra_token(kind):
     assert kept.statistics()["verify_passes"] > 2
 
 
-def test_ctc_prefix_ends_match_brute_force():
-    """Every slot t: the best-scoring CTC path of the whole prefix over slots 0..t, found by
-    enumerating all labellings of those slots."""
-    import itertools
-
-    from paragen.modules.alignments import ctc_prefix_ends, lattice_states
-
-    generator = torch.Generator().manual_seed(3)
-    blank, vocab, slots = 0, 4, 6
-    for prefix in ([1], [1, 2], [2, 2], [1, 3, 1], [3, 3, 2]):
-        table = torch.randn(1, slots, vocab, generator=generator)
-        labels = torch.tensor([prefix])
-        emit = table.gather(2, lattice_states(labels, blank)[:, None, :].expand(-1, slots, -1))
-        scores, _ = ctc_prefix_ends(emit, torch.tensor([slots]), labels,
-                                    torch.tensor([len(prefix)]), blank)
-        for t in range(slots):
-            best = -float("inf")
-            for path in itertools.product(range(vocab), repeat=t + 1):
-                collapsed = [a for i, a in enumerate(path)
-                             if a != blank and (i == 0 or path[i - 1] != a)]
-                if collapsed == prefix:
-                    best = max(best, sum(float(table[0, i, a]) for i, a in enumerate(path)))
-            assert float(scores[0, t]) == pytest.approx(best, abs=1e-5), (prefix, t)
-
-
 def test_rows_end_at_different_steps_and_at_the_length_limit():
     """Some sentences end early, others at max_length (eos forced); min_length blocks eos
     before it; a zero length limit gives empty outputs."""
