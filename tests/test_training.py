@@ -163,6 +163,25 @@ def test_weight_average_is_validated_saved_and_resumed_exactly(small_corpus, tmp
             assert torch.allclose(tensor, resumed[key][name], atol=1e-6), (key, name)
 
 
+def test_freeze_keeps_matching_parameters_out_of_training_and_refuses_typos():
+    """`task.trainer.freeze` patterns: matching parameters lose their gradient (so the
+    optimizer's groups leave them out), tied weights go by their first name, and a pattern
+    that matches nothing is one clear error."""
+    from paragen.errors import ConfigError
+    from paragen.optim import freeze_parameters, parameter_groups
+
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 3),
+                                torch.nn.Linear(3, 5, bias=False))
+    model[2].weight = model[0].weight  # tied: named "0.weight" only
+    frozen = freeze_parameters(model, ["0.*", "1.bias"])
+    assert frozen == ["0.weight", "1.bias"]
+    assert not model[2].weight.requires_grad and model[1].weight.requires_grad
+    trained = [p for group in parameter_groups(model) for p in group["params"]]
+    assert len(trained) == 1 and trained[0] is model[1].weight
+    with pytest.raises(ConfigError, match=r"task.trainer.freeze: 'encoder\.\*' matches no "):
+        freeze_parameters(model, ["encoder.*"])
+
+
 def test_gradient_accumulation_equals_one_big_batch(small_corpus, tmp_path):
     config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
                          tmp_path / "acc", max_steps=1)

@@ -234,6 +234,7 @@ def same_module(first: Optional[nn.Module], second: Optional[nn.Module]) -> bool
         return False
     if first is second:
         return True
+
     def settings(module: nn.Module) -> Dict[str, object]:  # the train/eval mode aside
         return {key: value for key, value in vars(module).items()
                 if isinstance(value, (bool, int, float, str, type(None))) and key != "training"}

@@ -108,8 +108,8 @@ def ctc_prefix_ends(emit: torch.Tensor, slot_lengths: torch.Tensor, prefix: torc
     batch, slots, states = emit.shape
     extended = lattice_states(prefix, blank)
     state_ids = torch.arange(states, device=emit.device)
-    # -inf for states past a row's lattice, and for skips that are not allowed (see
-    # `_viterbi`), folded into the scores once instead of masked at every slot
+    # -inf for states past a row's lattice, and for skips that are not allowed (as in
+    # `ctc_best_alignment`), folded into the scores once instead of masked at every slot
     emit = emit.masked_fill((state_ids[None, :] >= (2 * prefix_lengths + 1)[:, None])[:, None],
                             -torch.inf)
     no_skip = torch.ones(batch, states, dtype=torch.bool, device=emit.device)
