@@ -36,8 +36,9 @@ A drafter trained from the AR model with its encoder frozen (`task.trainer.freez
 [encoder.*]`) drafts from the AR model's encoder output: one encoder pass instead of two.
 
 An exported AR model (`paragen export`, ONNX or TorchScript) verifies through its `block`
-graph, with a PyTorch or exported NAT drafter: `--task.generator.class SpeculativeGenerator
---task.generator.drafter runs/exported/glat-ctc-onnx` on the exported folder.
+graph, with a PyTorch or exported NAT drafter: `--beam 1 --task.generator.class
+SpeculativeGenerator --task.generator.drafter runs/exported/glat-ctc-onnx` on the exported
+folder (`--beam 1`: greedy search in place of a stored beam search).
 
 Relaxed acceptance (GAD++), off by default (`accept_top: 1`): a draft token is also accepted
 when it is among the AR model's `accept_top` best tokens and its log-probability is within
@@ -110,7 +111,9 @@ class SpeculativeGenerator(nn.Module):
         self.search = build("search", search, f"{config_path}.search")
         if not isinstance(self.search, GreedySearch):
             raise ConfigError(f"{config_path}.search.class: speculative decoding verifies "
-                              f"greedy choices; use GreedySearch (or leave the class out)")
+                              f"greedy choices; use GreedySearch (or leave the class out; "
+                              f"`paragen generate/evaluate --beam 1` switches a model folder "
+                              f"that decodes with beam search)")
         decoder = getattr(model, "decoder", None)
         if not hasattr(decoder, "forward_block"):
             raise ConfigError(f"{config_path}.class: SpeculativeGenerator needs an AR model "
