@@ -207,7 +207,8 @@ def main(argv: List[str]) -> int:
               "model": args.model, "drafter": args.drafter, "drafter_class":
                   type(drafter).__name__, "input": args.input, "sentences": len(lines),
               "search": search, "max_tokens": args.max_tokens, "batch_size": args.batch_size,
-              "rounds": args.rounds, "threads": args.threads, "machine": describe_machine(args.device), "rows": rows}
+              "rounds": args.rounds, "threads": args.threads,
+              "machine": describe_machine(args.device), "rows": rows}
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=2)

@@ -32,6 +32,14 @@ def lattice_states(labels: torch.Tensor, blank: int) -> torch.Tensor:
     return extended
 
 
+def skips_allowed(extended: torch.Tensor, blank: int) -> torch.Tensor:
+    """(B,U) whether each lattice state may also be entered from two states back, skipping
+    the blank between two different labels; blanks and repeated labels may not."""
+    allowed = torch.zeros_like(extended, dtype=torch.bool)
+    allowed[:, 2:] = extended[:, 2:].ne(blank) & extended[:, 2:].ne(extended[:, :-2])
+    return allowed
+
+
 # A Python loop over the slots: compiling it would recompile for every slot count.
 @torch.compiler.disable
 def ctc_best_alignment(emit: torch.Tensor, slot_lengths: torch.Tensor, labels: torch.Tensor,
@@ -52,10 +60,7 @@ def ctc_best_alignment(emit: torch.Tensor, slot_lengths: torch.Tensor, labels: t
     """
     batch, slots, states = emit.shape
     extended = lattice_states(labels, blank)
-    # A label state may also be entered from two states back (skipping the blank between two
-    # different labels); blanks and repeated labels may not.
-    skip_ok = torch.zeros(batch, states, dtype=torch.bool, device=labels.device)
-    skip_ok[:, 2:] = extended[:, 2:].ne(blank) & extended[:, 2:].ne(extended[:, :-2])
+    skip_ok = skips_allowed(extended, blank)
     state_ids = torch.arange(states, device=labels.device)
     valid_state = state_ids[None, :] < (2 * label_lengths + 1)[:, None]
 
@@ -108,13 +113,12 @@ def ctc_prefix_ends(emit: torch.Tensor, slot_lengths: torch.Tensor, prefix: torc
     batch, slots, states = emit.shape
     extended = lattice_states(prefix, blank)
     state_ids = torch.arange(states, device=emit.device)
-    # -inf for states past a row's lattice, and for skips that are not allowed (as in
-    # `ctc_best_alignment`), folded into the scores once instead of masked at every slot
+    # -inf for states past a row's lattice, and for skips that are not allowed, folded into
+    # the scores once instead of masked at every slot
     emit = emit.masked_fill((state_ids[None, :] >= (2 * prefix_lengths + 1)[:, None])[:, None],
                             -torch.inf)
-    no_skip = torch.ones(batch, states, dtype=torch.bool, device=emit.device)
-    no_skip[:, 2:] = extended[:, 2:].eq(blank) | extended[:, 2:].eq(extended[:, :-2])
-    skip_bias = torch.zeros(batch, states, device=emit.device).masked_fill_(no_skip, -torch.inf)
+    skip_bias = torch.zeros(batch, states, device=emit.device).masked_fill_(
+        ~skips_allowed(extended, blank), -torch.inf)
     # alpha of every slot, two -inf columns in front: the previous state and the one two
     # back are views of the same buffer
     history = torch.full((slots, batch, states + 2), -torch.inf, device=emit.device)
