@@ -124,14 +124,17 @@ def test_collapse_repeats_and_left_align():
 @pytest.mark.slow
 @pytest.mark.parametrize("output", ["length", "ctc"])
 def test_glat_overfits_a_small_corpus(small_corpus, tmp_path, output):
-    """Both GLAT outputs (length classifier, CTC) memorise 100 pairs in 500 updates."""
+    """Both GLAT outputs (length classifier, CTC) memorise 100 pairs: 500 updates, CTC 800.
+
+    At 500 updates the CTC model's exact matches ranged over 23-68 across seeds 1-3 and moved
+    with the CPU's kernels, too close to the bar of 30; at 800 they were 50-82."""
 
     from paragen.datasets import read_lines
 
     pairs = {lang: read_lines(path)[:100] for lang, path in small_corpus["train"].items()}
     tiny = write_pairs(tmp_path, pairs)
-    config = tiny_config(tiny, tiny, small_corpus["spm"], tmp_path / "run", max_steps=500,
-                         assess_by="valid.loss")
+    config = tiny_config(tiny, tiny, small_corpus["spm"], tmp_path / "run",
+                         max_steps=800 if output == "ctc" else 500, assess_by="valid.loss")
     # Pinned: how much a run memorises depends on the thread count (float sums in
     # another order), and the bar below must not move with the machine.
     config["env"]["threads"] = 2
