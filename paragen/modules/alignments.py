@@ -60,22 +60,24 @@ def ctc_best_alignment(emit: torch.Tensor, slot_lengths: torch.Tensor, labels: t
     """
     batch, slots, states = emit.shape
     extended = lattice_states(labels, blank)
-    skip_ok = skips_allowed(extended, blank)
+    # Masks negated once here, not at every slot of the loop below.
+    no_skip = ~skips_allowed(extended, blank)
     state_ids = torch.arange(states, device=labels.device)
-    valid_state = state_ids[None, :] < (2 * label_lengths + 1)[:, None]
+    invalid_state = state_ids[None, :] >= (2 * label_lengths + 1)[:, None]
 
     neg_inf = torch.tensor(-torch.inf, device=emit.device)
     alpha = torch.where(state_ids[None, :] < 2, emit[:, 0], neg_inf)
-    alpha = alpha.masked_fill(~valid_state, -torch.inf)
+    alpha = alpha.masked_fill(invalid_state, -torch.inf)
     moves = torch.zeros(batch, slots, states, dtype=torch.long, device=labels.device)
     pad_one = torch.full((batch, 1), -torch.inf, device=emit.device)
     pad_two = torch.full((batch, 2), -torch.inf, device=emit.device)
     for t in range(1, slots):
         from_prev = torch.cat([pad_one, alpha[:, :-1]], dim=1)
-        from_skip = torch.cat([pad_two, alpha[:, :-2]], dim=1).masked_fill(~skip_ok, -torch.inf)
+        from_skip = torch.cat([pad_two, alpha[:, :-2]], dim=1).masked_fill(no_skip, -torch.inf)
         best, move = torch.stack([alpha, from_prev, from_skip], dim=-1).max(-1)
         active = (t < slot_lengths)[:, None]
-        alpha = torch.where(active, best + emit[:, t], alpha).masked_fill(~valid_state, -torch.inf)
+        alpha = torch.where(active, best + emit[:, t], alpha).masked_fill(invalid_state,
+                                                                          -torch.inf)
         moves[:, t] = torch.where(active, move, 0)
 
     # A path ends on the last label or on the blank after it.
