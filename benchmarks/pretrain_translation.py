@@ -10,8 +10,9 @@ the same fine-tuning from scratch on the same vocabulary.
 3. fine-tunes examples/multi30k/transformer.yaml on that tokenizer from RUNS/denoise/best.pt
    for --finetune-steps updates (RUNS/multi30k-denoised);
 4. runs the same fine-tuning from scratch (RUNS/multi30k-scratch-mask);
-5. writes the JSON result: the command, the machine, minutes of each phase, the denoising
-   loss and token accuracy by step, and test2016 BLEU/chrF of both models' best checkpoints
+5. writes the JSON result: the command, the machine, wall minutes of each phase and the
+   minutes spent inside updates (the trainer's own count, which a resumed or already
+   finished run keeps), the denoising loss and token accuracy by step, and test2016 BLEU/chrF of both models' best checkpoints
    (`paragen evaluate --input test2016.de --reference test2016.en`).
 Overrides (`env.device=cuda`) apply to all three runs. Run it on an otherwise idle machine.
 """
@@ -23,7 +24,7 @@ import os
 import sys
 import time
 
-from pretrain_sst2 import dev_scores, machine, timed_train, validations
+from pretrain_sst2 import dev_scores, machine, timed_train, update_seconds, validations
 from train_sst2 import paragen
 
 SHARED = os.environ.get("PARAGEN_DATA", "../shared/data")
@@ -63,12 +64,16 @@ def main() -> None:
         f"task.trainer.init_from={denoise}/best.pt", *args.overrides)
     minutes["finetune_scratch"] = timed_train(FINETUNE_CONFIG, args.finetune_steps, scratch,
                                               *finetune, *args.overrides)
+    update_minutes = {name: round(update_seconds(folder) / 60, 2) for name, folder in
+                      (("pretrain", denoise), ("finetune_pretrained", pretrained),
+                       ("finetune_scratch", scratch))}
     pretraining = validations(denoise)
     result = {
         "command": " ".join([sys.executable.split("/")[-1]] + sys.argv),
         "configs": {"pretrain": DENOISE_CONFIG, "finetune": FINETUNE_CONFIG},
         "machine": machine(),
         "minutes": minutes,
+        "update_minutes": update_minutes,
         "pretrain": {
             "updates": pretraining[-1]["step"],
             "loss_by_step": {r["step"]: round(r["valid.loss"], 3) for r in pretraining},

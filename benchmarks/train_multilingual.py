@@ -9,6 +9,13 @@ test2016 in all 12 directions: the 10 trained ones and the 2 zero-shot ones (fr�
 Writes a JSON result (--output): updates, training wall time, and test2016 sacreBLEU per
 direction, the mean over the trained directions, the zero-shot directions apart, and the
 signature. Run it on an otherwise idle machine.
+
+The bilingual De→En model to compare with gets as many updates as this one has per trained
+direction (`--updates` ÷ 10), the same architecture, precision and threads, e.g. for 3,000:
+
+    python benchmarks/train_multi30k.py --minutes 0 --save-dir runs/multi30k-bilingual-300 \
+        --output benchmarks/results/train_multilingual_bilingual_300.json \
+        task.trainer.max_steps=300 env.precision=bf16 env.threads=1
 """
 from __future__ import annotations
 
@@ -52,7 +59,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides (task.model.d_model=256)")
     args = parser.parse_args()
     if not os.path.exists(f"{args.data}/test2016.cs"):
-        paragen("prepare-data", "--dataset", "multi30k", "--output", args.data)
+        paragen("prepare-data", "--dataset", "multi30k", "--output", args.data, "--langs",
+                *LANGUAGES)
     if not os.path.exists(f"{args.data}/spm_joint16k.model"):
         paragen("build-tokenizer", "--input", *(f"{args.data}/train.{lang}" for lang in LANGUAGES),
                 "--output", f"{args.data}/spm_joint16k", "--vocab-size", "16000",
