@@ -148,6 +148,20 @@ def test_resuming_with_a_new_learning_rate_applies_it(small_corpus, tmp_path, ca
     assert stored["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
 
 
+def test_rerunning_a_finished_run_neither_validates_nor_counts_again(small_corpus, tmp_path):
+    config = _config(small_corpus, tmp_path / "run", max_steps=4, validate_interval=2,
+                     early_stopping_patience=5)
+    build_task(copy.deepcopy(config)).run()
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    records = metrics.read_text()
+    before = load_checkpoint(str(tmp_path / "run" / "last.pt"))["trainer"]
+    build_task(copy.deepcopy(config)).run()
+    assert metrics.read_text() == records
+    after = load_checkpoint(str(tmp_path / "run" / "last.pt"))["trainer"]
+    assert (after["step"], after["bad_validations"]) == (4, before["bad_validations"])
+    assert after["last_validated_step"] == 4
+
+
 def test_resuming_with_another_architecture_or_optimizer_is_one_clear_error(small_corpus,
                                                                             tmp_path, capsys):
     config = _config(small_corpus, tmp_path / "run", max_steps=2)
