@@ -12,8 +12,9 @@ the same fine-tuning from scratch on the same vocabulary.
 4. runs the same fine-tuning from scratch (RUNS/multi30k-scratch-mask);
 5. writes the JSON result: the command, the machine, wall minutes of each phase and the
    minutes spent inside updates (the trainer's own count, which a resumed or already
-   finished run keeps), the denoising loss and token accuracy by step, and test2016 BLEU/chrF of both models' best checkpoints
-   (`paragen evaluate --input test2016.de --reference test2016.en`).
+   finished run keeps), the denoising loss and token accuracy by step, and test2016
+   BLEU/chrF of both models' best checkpoints (`paragen evaluate --input test2016.de
+   --reference test2016.en`).
 Overrides (`env.device=cuda`) apply to all three runs. Run it on an otherwise idle machine.
 """
 from __future__ import annotations
