@@ -109,7 +109,7 @@ class Trainer:
                 "trainer": {"step": self.step, "epoch": self.epoch,
                             "batch_in_epoch": self.batch_in_epoch, "best": self.best,
                             "bad_validations": self.bad_validations,
-                            "last_validated_step": self.last_validated_step,  # rerun: no revalidation
+                            "last_validated_step": self.last_validated_step,  # no revalidation
                             "train_seconds": self.train_seconds,
                             "wall_seconds": self.wall_seconds}}
 
