@@ -116,6 +116,36 @@ def test_npd_picks_the_candidate_with_best_mean_logprob(ctc_upsample):
         assert [t for t in tokens[row].tolist() if t != PAD] == best[1]
 
 
+@pytest.mark.parametrize("ctc_upsample", [0, 2])
+def test_adaptive_npd_decodes_again_only_the_unsure_sentences(ctc_upsample):
+    """npd_threshold: a sentence whose single pass scores at least the threshold keeps it;
+    one below gets NPD's choice. ±inf give NPD and the single pass everywhere."""
+    torch.manual_seed(4)
+    model = tiny_glat(ctc_upsample=ctc_upsample)
+    src = torch.tensor([[5, 6, 7, 8, EOS], [9, 10, EOS, PAD, PAD], [11, 12, 13, EOS, PAD]])
+    ids = dict(model=model, bos_id=2, eos_id=EOS, pad_id=PAD)
+    single, single_scores = NATGenerator(return_scores=True, **ids)(src)
+    npd, _ = NATGenerator(length_beam=4, **ids)(src)
+
+    def rows(tokens):
+        return [[t for t in row if t != PAD] for row in tokens.tolist()]
+
+    assert rows(NATGenerator(length_beam=4, npd_threshold=float("inf"), **ids)(src)[0]) == \
+        rows(npd)
+    assert rows(NATGenerator(length_beam=4, npd_threshold=float("-inf"), **ids)(src)[0]) == \
+        rows(single)
+    order = single_scores.argsort()
+    # the least confident sentence changes under NPD: else the mixed case proves nothing
+    assert rows(npd)[order[0]] != rows(single)[order[0]]
+    threshold = (single_scores[order[0]] + single_scores[order[1]]).item() / 2
+    mixed, scores = NATGenerator(length_beam=4, npd_threshold=threshold, **ids)(src)
+    for row in range(3):
+        sure = single_scores[row].item() >= threshold
+        assert rows(mixed)[row] == (rows(single) if sure else rows(npd))[row]
+        if sure:
+            assert scores[row].item() == pytest.approx(single_scores[row].item())
+
+
 def test_collapse_repeats_and_left_align():
     tokens = torch.tensor([[5, 5, 6, 6, 6, 7], [8, PAD, 8, 9, 9, PAD]])
     assert left_align(collapse_repeats(tokens, PAD), PAD).tolist() == [[5, 6, 7], [8, 8, 9]]
@@ -241,10 +271,14 @@ def test_ar_reranker_picks_the_candidate_the_teacher_prefers(small_corpus, tmp_p
     assert main(["bench", "--model", str(tmp_path / "glat"), "--input",
                  small_corpus["valid"]["de"], "--reference", small_corpus["valid"]["en"],
                  "--reranker", str(tmp_path / "teacher"), "--only", "NPD-5 reranked",
+                 "NPD-5 reranked adaptive", "--npd-threshold", "1000",
                  "--limit", "4", "--threads", "1", "--repeats", "1",
                  "--output", str(result)]) == 0
-    row = json.loads(result.read_text())["rows"][0]
+    row, adaptive = json.loads(result.read_text())["rows"]
     assert row["system"] == "GLAT NPD-5 reranked"
+    # every single pass scores below a threshold of 1000: all of them get NPD
+    assert adaptive["system"] == "GLAT NPD-5 reranked adaptive"
+    assert adaptive["bleu"] == row["bleu"]
     reranked = load_trained_task(str(tmp_path / "glat"), "infer", [
         "task.generator.length_beam=5", f"task.generator.reranker={tmp_path / 'teacher'}"])
     hypotheses = reranked.translate(open(small_corpus["valid"]["de"]).read().splitlines())

@@ -74,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drafter", help="NAT model (folder or .pt) with the AR models' "
                                           "tokenizer: AR models also run speculative decoding "
                                           "drafted by it (settings speculative, speculative-4)")
+    parser.add_argument("--npd-threshold", type=float,
+                        help="NAT models with NATGenerator also run NPD-5 only for sentences "
+                             "whose single pass has a mean token log-probability below this "
+                             "(settings 'NPD-5 adaptive' and, with --reranker, 'NPD-5 "
+                             "reranked adaptive')")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts to time each system at")
     parser.add_argument("--max-tokens", type=int, nargs="+", default=[4096],
@@ -87,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="only the first N sentences")
     parser.add_argument("--only", nargs="+", metavar="SETTING",
                         help="time only these settings (greedy, beam4, single, NPD-5, refine-1, "
-                             "'NPD-5 reranked', mask-predict-4, mask-predict-10, lookahead, "
-                             "viterbi, speculative, speculative-4)")
+                             "'NPD-5 reranked', 'NPD-5 [reranked] adaptive', mask-predict-4, "
+                             "mask-predict-10, lookahead, viterbi, speculative, speculative-4)")
     parser.add_argument("--quantize", action="store_true",
                         help="also time int8 dynamic quantization of Linear layers (a float32 "
                              "CTranslate2 export: CTranslate2's int8 compute type)")
@@ -134,11 +139,13 @@ def time_batched(task, split: Dict[str, Any], batch_tokens: int, repeats: int) -
             "ms_per_sentence": 1e3 * seconds / len(split["src"]), "batch_tokens": batch_tokens}
 
 
-def settings_for(model: str, reranker: str | None = None, drafter: str | None = None
+def settings_for(model: str, reranker: str | None = None, drafter: str | None = None,
+                 npd_threshold: float | None = None
                  ) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
     """The system's name in the table (model class + engine) and the settings timed for it
     (`reranker`: an AR model that ranks NPD candidates, for NATGenerator models; `drafter`:
-    a NAT model that drafts for AR models)."""
+    a NAT model that drafts for AR models; `npd_threshold`: NPD for the sentences whose
+    single pass is less confident, for NATGenerator models)."""
     task_config = stored_config(model)["task"]
     generator = str((task_config.get("generator") or {}).get("class", "SequenceGenerator"))
     model_class, engine, exported = str(task_config["model"]["class"]), "", is_exported(model)
@@ -156,9 +163,13 @@ def settings_for(model: str, reranker: str | None = None, drafter: str | None = 
         # Refinement feeds back tokens of fixed slots, which only a length-predicting model has
         # (a CTC output is collapsed afterwards), and it needs the PyTorch model.
         length_model = model_class.lower() != "ctcnat"
+        reranked = [("NPD-5 reranked", {"length_beam": 5, "reranker": reranker})] if reranker \
+            else []
+        adaptive = [(f"{name} adaptive", {**setting, "npd_threshold": npd_threshold})
+                    for name, setting in [NAT_NPD] + reranked] if npd_threshold is not None \
+            else []
         return model_class + engine, [NAT_SINGLE, NAT_NPD] + (
-            [NAT_REFINE] if length_model and not exported else []) + (
-            [("NPD-5 reranked", {"length_beam": 5, "reranker": reranker})] if reranker else [])
+            [NAT_REFINE] if length_model and not exported else []) + reranked + adaptive
     if generator == "maskpredictgenerator":
         return model_class + engine, MASK_PREDICT[:1] if exported else MASK_PREDICT
     if generator == "daggenerator":
@@ -253,7 +264,7 @@ def build_systems(args: argparse.Namespace, lines: List[str],
     system in that round, not just the one being timed, and the ratios survive."""
     systems = []
     for model in args.model:
-        kind, settings = settings_for(model, args.reranker, args.drafter)
+        kind, settings = settings_for(model, args.reranker, args.drafter, args.npd_threshold)
         ct2_int8 = kind == CT2 and read_manifest(model).get("quantized") == "int8"
         # int8 quantization applies to PyTorch models and, at load, to a float32 CTranslate2
         # export; another exported one is quantized at export
@@ -287,8 +298,8 @@ def build_systems(args: argparse.Namespace, lines: List[str],
             systems.append({"task": task, "split": split, "timings": [], "row": row})
     if not systems:
         names = dict.fromkeys(name for model in args.model
-                              for name, _ in settings_for(model, args.reranker,
-                                                          args.drafter)[1])
+                              for name, _ in settings_for(model, args.reranker, args.drafter,
+                                                          args.npd_threshold)[1])
         raise ConfigError(f"--only {' '.join(args.only)}: no such setting for these models "
                           f"(they have: {', '.join(names)})")
     return systems

@@ -19,6 +19,12 @@ dropped). NPD there decodes k slot counts around that one, upsample × source le
 with `max_slots` never gets more slots than that cap (a capped sentence's larger
 candidates are the cap itself).
 
+With `npd_threshold` = t (and k > 1) the candidates adapt to confidence: every sentence gets
+a single pass first, and only those whose mean token log-probability in it is below t are
+decoded again with the k candidates (and ranked by the reranker). A well-chosen t keeps most
+of NPD's gain at a fraction of its cost, since a confident single pass is usually already
+the candidate NPD would choose; `paragen bench --npd-threshold t` times it.
+
 A single pass (k = 1, no refinement) returns None for the scores unless `return_scores` is
 set: the scores need a log-softmax over the vocabulary at every slot, a sizeable share of the
 output layer's time (`benchmarks/output_layer.py`), and nothing downstream (generate,
@@ -49,7 +55,7 @@ class NATGenerator(nn.Module):
     def __init__(self, length_beam: int = 1, length_candidates: Literal["topk", "window"] = "topk",
                  remove_repeats: bool = False, reranker: Optional[str] = None,
                  refine_steps: int = 0, refine_keep: float = 0.7, ctc_slot_step: float = 0.1,
-                 return_scores: bool = False, *,
+                 return_scores: bool = False, npd_threshold: Optional[float] = None, *,
                  model: nn.Module, bos_id: int, eos_id: int, pad_id: int,
                  config_path: str = "task.generator"):
         super().__init__()
@@ -71,19 +77,20 @@ class NATGenerator(nn.Module):
                              f"{key}: {single}, or decode with the PyTorch checkpoint")
         self.model, self.length_beam, self.length_candidates = model, length_beam, length_candidates
         self.refine_steps, self.refine_keep = refine_steps, refine_keep
-        self.return_scores = return_scores
+        self.return_scores, self.npd_threshold = return_scores, npd_threshold
         self.upsample, self.ctc_slot_step = model.upsample, ctc_slot_step
         self.remove_repeats = remove_repeats or bool(self.upsample)
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.reranker = load_reranker(reranker, pad_id, f"{config_path}.reranker") \
             if reranker else None
 
-    def candidate_lengths(self, length_logits: torch.Tensor, src_lengths: torch.Tensor
-                          ) -> torch.Tensor:
-        """(B,k) candidate target lengths (eos included), or a CTC model's slot counts."""
+    def candidate_lengths(self, length_logits: torch.Tensor, src_lengths: torch.Tensor,
+                          k: Optional[int] = None) -> torch.Tensor:
+        """(B,k) candidate target lengths (eos included), or a CTC model's slot counts
+        (k: `length_beam` unless given)."""
+        k = self.length_beam if k is None else k
         if self.upsample:
-            offsets = torch.arange(self.length_beam, device=src_lengths.device) \
-                - (self.length_beam - 1) / 2
+            offsets = torch.arange(k, device=src_lengths.device) - (k - 1) / 2
             cap = self.model.max_slots
             slots = src_lengths[:, None] * self.upsample
             if cap:
@@ -91,7 +98,7 @@ class NATGenerator(nn.Module):
             slots = slots * (1 + self.ctc_slot_step * offsets)
             return slots.round().long().clamp(1, cap or int(self.upsample
                                                             * self.model.max_length))
-        k = min(self.length_beam, length_logits.size(-1))
+        k = min(k, length_logits.size(-1))
         if self.length_candidates == "topk":
             classes = length_logits.topk(k, dim=-1).indices
         else:
@@ -103,11 +110,30 @@ class NATGenerator(nn.Module):
     @torch.inference_mode()
     def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(B,S) source ids → (B,T) output ids padded with pad (eos removed) and (B,) scores
-        (mean token log-probability; None from a single pass without `return_scores`)."""
+        (mean token log-probability, or the reranker's score of an NPD choice; None from a
+        single pass without `return_scores`)."""
+        encoded = self.model.encode(src)
+        if self.npd_threshold is None or self.length_beam == 1:
+            return self.decode(src, *encoded, self.length_beam)
+        tokens, scores = self.decode(src, *encoded, 1, with_scores=True)
+        unsure = (scores < self.npd_threshold).nonzero().squeeze(1)
+        if unsure.numel() == 0:
+            return tokens, scores
+        npd_tokens, npd_scores = self.decode(
+            src[unsure], *(None if t is None else t[unsure] for t in encoded), self.length_beam)
+        width = max(tokens.size(1), npd_tokens.size(1))
+        tokens = F.pad(tokens, (0, width - tokens.size(1)), value=self.pad_id)
+        tokens[unsure] = F.pad(npd_tokens, (0, width - npd_tokens.size(1)), value=self.pad_id)
+        scores[unsure] = npd_scores
+        return left_align(tokens, self.pad_id), scores
+
+    def decode(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+               length_logits: Optional[torch.Tensor], k: int, with_scores: bool = False
+               ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """`forward` with k candidates per sentence, from the encoder's output."""
         model = self.model
-        memory, memory_padding, length_logits = model.encode(src)
         src_lengths = src.ne(self.pad_id).sum(-1)
-        lengths = self.candidate_lengths(length_logits, src_lengths)
+        lengths = self.candidate_lengths(length_logits, src_lengths, k)
         batch, k = lengths.shape
         rows = torch.arange(batch, device=src.device).repeat_interleave(k)
         lengths = lengths.reshape(-1)
@@ -116,7 +142,7 @@ class NATGenerator(nn.Module):
         sources = src  # each once, for the reranker
         if k > 1:
             src, memory, memory_padding = src[rows], memory[rows], memory_padding[rows]
-        with_scores = k > 1 or self.refine_steps > 0 or self.return_scores
+        with_scores = with_scores or k > 1 or self.refine_steps > 0 or self.return_scores
         tokens, token_scores = model.predict_slots(src, memory, memory_padding, target_padding,
                                                    with_scores=with_scores)
         for step in range(self.refine_steps):
