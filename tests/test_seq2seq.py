@@ -290,3 +290,26 @@ def test_evaluate_input_needs_json_lines_or_a_reference(ar_model, scitldr, capsy
                  str(scitldr["data"] / "test.source")]) == 2
     assert "--input alone names a JSON-lines file (.jsonl) with the 'source' and 'target' " \
            "fields" in error_line(capsys)
+
+
+def test_output_projection_for_a_few_rows_matches_the_linear_layer():
+    """`TransformerDecoder.project` serves 4-64 rows of a CPU inference pass from an
+    input-major copy of the weight: the same logits, and a new copy once the weight changes
+    (a checkpoint loaded into the same module)."""
+    from paragen.decoders import TransformerDecoder
+
+    torch.manual_seed(0)
+    decoder = TransformerDecoder(num_layers=1, d_model=16, num_heads=2, ffn_dim=32,
+                                 vocab_size=50, pad_id=0).eval()
+    hidden = torch.randn(1, 8, 16)
+    with torch.inference_mode():
+        expected = decoder.output_projection(hidden)
+        assert torch.allclose(decoder.project(hidden), expected, atol=1e-6)
+        assert hasattr(decoder, "_input_major")  # 8 rows: the copy served them
+    other = {key: torch.randn_like(value) for key, value in decoder.state_dict().items()}
+    decoder.load_state_dict(other)
+    with torch.inference_mode():
+        assert torch.allclose(decoder.project(hidden), decoder.output_projection(hidden),
+                              atol=1e-6)
+    # with gradients (training), the layer itself
+    assert decoder.project(hidden).requires_grad

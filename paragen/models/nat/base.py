@@ -110,7 +110,7 @@ class NATBase(nn.Module):
                                              target_padding=target_padding, return_hidden=True)
 
     def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.decoder.output_projection(hidden)
+        return self.decoder.project(hidden)
 
     def token_logits(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(B,T,K) logits of K given tokens per row (B,K) only: = output_logits(hidden)
