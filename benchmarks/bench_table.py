@@ -2,7 +2,7 @@
 thread count), BLEU when the run was scored with --reference, and speed ratios against a
 baseline row measured in the same run.
 
-    python benchmarks/bench_table.py benchmarks/results/decode_speed_multi30k.json \
+    python benchmarks/bench_table.py benchmarks/results/decode_speed_nat_family_amx.json \
         --baseline "AR beam4" [--baseline "CTranslate2 int8 greedy"]
 """
 from __future__ import annotations

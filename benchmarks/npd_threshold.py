@@ -29,8 +29,8 @@ def main() -> None:
                         help="share of sentences to send to NPD (default: 0.5)")
     args = parser.parse_args()
     task = load_trained_task(args.model, "infer", ["task.generator.length_beam=1",
-                                                   "task.generator.return_scores=true"],
-                             needs=Translator)
+                                                   "task.generator.return_scores=true",
+                                                   "env.precision=fp32"], needs=Translator)
     split = task.encode(read_lines(args.input))
     scores = []
     with torch.inference_mode():

@@ -11,7 +11,7 @@ median of `--repeats` after a warm-up pass.
 
 `--few-rows` times the weight's layout instead, for the few rows of one sentence's decoding
 step (a verification block, a NAT sentence's slots): the (V, D) weight as stored against an
-input-major (D, V) copy (what `TransformerDecoder.project` uses for 4-64 rows), by row count.
+input-major (D, V) copy (what `TransformerDecoder.project` uses for 4-128 rows), by row count.
 
     python benchmarks/output_layer.py --few-rows --threads 1 \
         --output benchmarks/results/output_layer_layout.json

@@ -161,3 +161,21 @@ def test_exported_nat_refuses_refinement_passes(trained, tmp_path):
                  "--output", str(exported)]) == 0
     with pytest.raises(ConfigError, match="task.generator.refine_steps"):
         load_trained_task(str(exported), "infer", ["task.generator.refine_steps=1"])
+
+
+@pytest.mark.slow
+def test_a_model_trained_in_bf16_exports_float32_graphs(small_corpus, test_sources, tmp_path):
+    """`env.precision: bf16` is stored with the model; the export still traces (and
+    quantizes) float32 weights, and its folder decodes in float32 like the checkpoint does."""
+    config = tiny_config(small_corpus["train"], small_corpus["valid"], small_corpus["spm"],
+                         tmp_path / "ar", max_steps=1)
+    config["env"] = {**config.get("env", {}), "precision": "bf16"}
+    assert main(["train", "--config", write_config(config, tmp_path / "ar.yaml")]) == 0
+    exported = tmp_path / "ar-onnx"
+    assert main(["export", "--model", str(tmp_path / "ar"), "--format", "onnx",
+                 "--output", str(exported)]) == 0
+    manifest = json.loads((exported / "export.json").read_text())
+    assert manifest["config"]["env"]["precision"] == "fp32"
+    ref_tokens, _, _ = decode(str(tmp_path / "ar"), test_sources, ["env.precision=fp32"], beam=1)
+    tokens, _, _ = decode(str(exported), test_sources, beam=1)
+    assert torch.equal(tokens, ref_tokens)

@@ -293,7 +293,7 @@ def test_evaluate_input_needs_json_lines_or_a_reference(ar_model, scitldr, capsy
 
 
 def test_output_projection_for_a_few_rows_matches_the_linear_layer():
-    """`TransformerDecoder.project` serves 4-64 rows of a CPU inference pass from an
+    """`TransformerDecoder.project` serves 4-128 rows of a CPU inference pass from an
     input-major copy of the weight: the same logits, and a new copy once the weight changes
     (a checkpoint loaded into the same module)."""
     from paragen.decoders import TransformerDecoder

@@ -45,10 +45,10 @@ class TransformerDecoder(nn.Module):
             nn.init.normal_(self.output_projection.weight, std=d_model ** -0.5)
 
     # Rows of a CPU inference product that a weight stored input-major (D,V) serves faster:
-    # with a few rows (a verification block, one sentence's NAT slots) the (V,D) layout ran
-    # 1.4-2.9× slower on Xeon-AMX; with one row or hundreds it did not
-    # (`benchmarks/output_layer.py --few-rows`).
-    FEW_ROWS = (4, 64)
+    # with 4-128 rows (a verification block, one sentence's NAT slots) the (V,D) layout ran
+    # 1.16-2.0× slower on Xeon-AMX at one thread; with 1-2 rows or 256 it did not
+    # (`benchmarks/output_layer.py --few-rows`, `output_layer_layout.json`).
+    FEW_ROWS = (4, 128)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of hidden states x (..., D): `output_projection(x)`, through an input-major

@@ -51,7 +51,9 @@ def export_ctranslate2(model: str, output: str, libs: Sequence[str] = (),
     ctranslate2 = import_ctranslate2()
     check_output(output)
     checkpoint = resolve_checkpoint(model)
-    task = load_trained_task(checkpoint, "infer", libs=libs)
+    # float32 weights whatever precision the model trained in: the graphs (and int8
+    # quantization) start from them
+    task = load_trained_task(checkpoint, "infer", ["env.precision=fp32"], libs=libs)
     net = task.model.eval()
     check_exportable(net, model)
     if getattr(task, "reverse_target", False):

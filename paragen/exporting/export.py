@@ -50,7 +50,9 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
         raise ConfigError("--quantize int8 applies to --format onnx and ctranslate2")
     check_output(output)
     checkpoint = resolve_checkpoint(model)
-    task = load_trained_task(checkpoint, "infer", libs=libs)
+    # float32 weights whatever precision the model trained in: the graphs (and int8
+    # quantization) start from them
+    task = load_trained_task(checkpoint, "infer", ["env.precision=fp32"], libs=libs)
     net = task.model.eval()
     family = _family(net, model)
     manifest = {"format": fmt, "family": family, "graphs": list(GRAPHS[family]),
@@ -161,6 +163,8 @@ def _family_settings(net: torch.nn.Module, family: str) -> Dict[str, Any]:
 def runtime_config(checkpoint: str) -> Dict[str, Any]:
     """The stored config for inference: no training parts, the model replaced by the graphs."""
     config = stored_config(checkpoint)
+    if "precision" in config.get("env", {}):  # the graphs are float32 (or int8)
+        config["env"]["precision"] = "fp32"
     task = config["task"]
     for key in ("trainer", "criterion", "data", "dataloader"):
         task.pop(key, None)
