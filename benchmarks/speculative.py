@@ -156,7 +156,8 @@ def main(argv: List[str]) -> int:
     lines = read_lines(args.input)[:args.limit or None]
     references = read_lines(args.reference)[:len(lines)]
     search = greedy_search(args.model)
-    task = load_trained_task(args.model, "infer", [f"env.device={args.device}", "env.precision=fp32"], search=search,
+    task = load_trained_task(args.model, "infer",
+                             [f"env.device={args.device}", "env.precision=fp32"], search=search,
                              needs=Translator)
     drafter = load_trained_model(args.drafter, "drafter")
     systems = build_systems(task, drafter, search, args)

@@ -176,6 +176,7 @@ def test_a_model_trained_in_bf16_exports_float32_graphs(small_corpus, test_sourc
                  "--output", str(exported)]) == 0
     manifest = json.loads((exported / "export.json").read_text())
     assert manifest["config"]["env"]["precision"] == "fp32"
-    ref_tokens, _, _ = decode(str(tmp_path / "ar"), test_sources, ["env.precision=fp32"], beam=1)
+    ref_tokens, _, _ = decode(str(tmp_path / "ar"), test_sources, ["env.precision=fp32"],
+                              beam=1)
     tokens, _, _ = decode(str(exported), test_sources, beam=1)
     assert torch.equal(tokens, ref_tokens)
