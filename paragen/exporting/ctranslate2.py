@@ -45,15 +45,13 @@ def export_ctranslate2(model: str, output: str, libs: Sequence[str] = (),
     """Write the AR checkpoint `model` (folder or .pt) as a CTranslate2 model folder `output`;
     returns the manifest. `quantize` stores the weights as int8 (CTranslate2's per-row scales),
     which CTranslate2 then runs in int8 on the CPU."""
-    from paragen.exporting.export import check_output, publish, runtime_config
-    from paragen.tasks.build import load_trained_task
+    from paragen.exporting.export import (check_output, load_float32_task, publish,
+                                          runtime_config)
 
     ctranslate2 = import_ctranslate2()
     check_output(output)
     checkpoint = resolve_checkpoint(model)
-    # float32 weights whatever precision the model trained in: the graphs (and int8
-    # quantization) start from them
-    task = load_trained_task(checkpoint, "infer", ["env.precision=fp32"], libs=libs)
+    task = load_float32_task(checkpoint, libs)
     net = task.model.eval()
     check_exportable(net, model)
     if getattr(task, "reverse_target", False):

@@ -50,9 +50,7 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
         raise ConfigError("--quantize int8 applies to --format onnx and ctranslate2")
     check_output(output)
     checkpoint = resolve_checkpoint(model)
-    # float32 weights whatever precision the model trained in: the graphs (and int8
-    # quantization) start from them
-    task = load_trained_task(checkpoint, "infer", ["env.precision=fp32"], libs=libs)
+    task = load_float32_task(checkpoint, libs)
     net = task.model.eval()
     family = _family(net, model)
     manifest = {"format": fmt, "family": family, "graphs": list(GRAPHS[family]),
@@ -158,6 +156,12 @@ def _family_settings(net: torch.nn.Module, family: str) -> Dict[str, Any]:
         length.update(length_prediction=net.length_prediction,
                       max_length_offset=net.max_length_offset)
     return {"length": length}
+
+
+def load_float32_task(checkpoint: str, libs: List[str]):
+    """The trained task with float32 weights, whatever precision the model trained in: every
+    export format (and its int8 quantization) starts from them."""
+    return load_trained_task(checkpoint, "infer", ["env.precision=fp32"], libs=libs)
 
 
 def runtime_config(checkpoint: str) -> Dict[str, Any]:
