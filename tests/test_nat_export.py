@@ -87,6 +87,26 @@ def test_exported_model_decodes_token_for_token(trained, exported, test_sources,
     assert isinstance(task.model, DAGModel) == (name == "dat")
 
 
+def test_releasing_memory_returns_onnx_arenas_and_changes_no_output(exported, test_sources):
+    """`bench` scores every system it keeps loaded inside `releasing_memory`: the outputs must
+    stay the same, every ONNX graph under the generator must run with arena shrinkage, and
+    the sessions must go back to keeping their arenas afterwards (the timed calls)."""
+    from paragen.models.exported import releasing_memory
+
+    task = load_trained_task(str(exported["crf", "onnx"]), "infer",
+                             ["task.generator.length_beam=3"])
+    runner = task.model.runner
+    expected = task.translate(test_sources)
+    with releasing_memory(task.generator):
+        entry = runner.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage")
+        assert entry == "cpu:0"
+        assert task.translate(test_sources) == expected
+    assert runner.run_options is None
+    with releasing_memory(load_trained_task(str(exported["crf", "torchscript"]), "infer")
+                          .generator):
+        pass  # TorchScript graphs have no arena: nothing to set, nothing to fail
+
+
 def test_crf_lattice_graph_handles_one_slot_and_padding(trained, exported):
     """A one-slot batch has an empty (B,0,k,k) moves tensor; padded slots get pad and 0."""
     reference = load_trained_task(str(trained / "crf"), "infer").model

@@ -42,6 +42,7 @@ import torch
 from paragen.datasets import read_lines
 from paragen.errors import ConfigError, DataError
 from paragen.interfaces import Translator
+from paragen.models.exported import releasing_memory
 from paragen.commands.plot import model_label, plot_bench as plot
 from paragen.model_folder import is_exported, read_manifest, stored_config
 from paragen.samplers import BucketSampler
@@ -252,7 +253,7 @@ def score(task, lines: List[str], references: List[str]) -> Dict[str, Any]:
     from sacrebleu.metrics import BLEU  # lazy, as in paragen.metrics
 
     bleu = BLEU()
-    with torch.inference_mode():
+    with torch.inference_mode(), releasing_memory(task.generator):
         value = bleu.corpus_score(task.translate(lines), [references])
     return {"bleu": round(value.score, 2), "bleu_signature": str(bleu.get_signature())}
 

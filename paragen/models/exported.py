@@ -13,6 +13,7 @@ ONNX graphs run on onnxruntime (extra `paragen[export]`), TorchScript ones on to
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import Dict, List, Optional, Tuple
@@ -38,6 +39,7 @@ class GraphRunner:
 
     def __init__(self, folder: str, fmt: str, names: List[str], threads: Optional[int] = None):
         self.fmt, self.graphs = fmt, {}
+        self.run_options = None  # ONNX: set by `releasing_memory`
         threads = threads or torch.get_num_threads()
         for name in names:
             path = os.path.join(folder, name + SUFFIX[fmt])
@@ -67,7 +69,36 @@ class GraphRunner:
             return outputs if isinstance(outputs, tuple) else (outputs,)
         session, used = self.graphs[name]
         feed = {key: value.numpy(force=True) for key, value in inputs.items() if key in used}
-        return tuple(torch.from_numpy(out) for out in session.run(None, feed))
+        return tuple(torch.from_numpy(out) for out in session.run(None, feed, self.run_options))
+
+
+@contextlib.contextmanager
+def releasing_memory(module: nn.Module):
+    """Within it, every ONNX graph run by `module` or its submodules (a generator: its model,
+    its reranker or drafter) hands the memory the call took back to the system at its end.
+
+    ONNX Runtime keeps each session's memory arena at the largest size it has needed, which
+    is what fast repeated calls want. A one-off pass over a whole test set (`bench` scoring
+    every system it keeps loaded, untimed) would otherwise leave each session holding its
+    peak, gigabytes for NPD over large batches, and a bench of many systems runs out of
+    memory."""
+    modules = module.modules() if isinstance(module, nn.Module) else []
+    runners = [m.runner for m in modules
+               if isinstance(getattr(m, "runner", None), GraphRunner) and m.runner.fmt == "onnx"]
+    if not runners:
+        yield
+        return
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    for runner in runners:
+        runner.run_options = options
+    try:
+        yield
+    finally:
+        for runner in runners:
+            runner.run_options = None
 
 
 class ExportedStepDecoder:
