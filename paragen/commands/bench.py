@@ -14,10 +14,10 @@ AR models run greedy and beam 4 (a CTranslate2 export too: in float32 and, with 
 or from an int8 export, in int8, as rows "CTranslate2 float32 greedy" ...); NAT models a
 single pass and NPD over 5 lengths (with `--reranker AR`, also ranked by that AR model),
 plus, for length-predicting models (PyTorch only), one refinement pass; CMLM a single
-pass and (PyTorch only) mask-predict with 4 and 10 iterations; DA-Transformer its three path searches; an AR model stored with
-SpeculativeGenerator its stored drafter, verifying the whole draft or 4 tokens per step,
-as every AR model with `--drafter NAT` (`benchmarks/speculative.py` adds acceptance counts
-and relaxed acceptance).
+pass and (PyTorch only) mask-predict with 4 and 10 iterations; DA-Transformer its three
+path searches; an AR model stored with SpeculativeGenerator its stored drafter, verifying the
+whole draft or 4 tokens per step, as every AR model with `--drafter NAT`
+(`benchmarks/speculative.py` adds acceptance counts and relaxed acceptance).
 With `--reference`, every system's output on the whole --input (its `translate`, untimed,
 whatever --limit times) is also scored with sacreBLEU: one run gives the speed and the
 quality of every setting.
@@ -203,7 +203,8 @@ def build_for(model: str, setting: Dict[str, Any], quantize: bool, device: str,
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.device.startswith("cuda") and (args.quantize or any(is_exported(m) for m in args.model)):
+    exported = any(is_exported(model) for model in args.model)
+    if args.device.startswith("cuda") and (args.quantize or exported):
         raise ConfigError("--device cuda: int8 quantization and exported models run on the "
                           "CPU only; leave out --quantize and exported model folders")
     if args.output is None:
