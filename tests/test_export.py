@@ -85,6 +85,40 @@ def test_exported_model_decodes_token_for_token(trained, test_sources, tmp_path,
         assert torch.equal(tokens, decode(str(trained / family), test_sources)[0])
 
 
+def test_an_exported_ar_model_reranks_npd_candidates_as_the_pytorch_one(trained, test_sources,
+                                                                        tmp_path):
+    """`reranker:` an exported AR folder scores candidates through its block graph, as the
+    PyTorch teacher does in its teacher-forced pass; an exported NAT model is refused."""
+    from paragen.generators.nat import load_reranker
+
+    task = load_trained_task(str(trained / "glat"), "infer", ["task.generator.length_beam=3"])
+    src = task.collate(list(range(8)), task.encode(test_sources[:8]))["src"]
+    candidates, _ = task.generator(src)  # length_beam 3 → scored one per source; reuse rows
+    candidates = candidates.repeat_interleave(2, dim=0)  # two candidates per source
+    ids = task.tgt_tokenizer
+    reference = load_reranker(str(trained / "ar"), ids.pad_id)(src, candidates, ids.bos_id,
+                                                                ids.eos_id)
+    for fmt in ("onnx", "torchscript"):
+        folder = tmp_path / f"ar-{fmt}"
+        assert main(["export", "--model", str(trained / "ar"), "--format", fmt,
+                     "--output", str(folder)]) == 0
+        score = load_reranker(str(folder), ids.pad_id)
+        assert torch.allclose(score(src, candidates, ids.bos_id, ids.eos_id), reference,
+                              atol=1e-4), fmt
+    reranked = load_trained_task(str(trained / "glat"), "infer", [
+        "task.generator.length_beam=3", f"task.generator.reranker={tmp_path / 'ar-onnx'}"])
+    expected = load_trained_task(str(trained / "glat"), "infer", [
+        "task.generator.length_beam=3", f"task.generator.reranker={trained / 'ar'}"])
+    assert reranked.translate(test_sources) == expected.translate(test_sources)
+    nat = tmp_path / "glat-onnx"
+    assert main(["export", "--model", str(trained / "glat"), "--format", "onnx",
+                 "--output", str(nat)]) == 0
+    with pytest.raises(ConfigError, match="holds an exported nat model; a reranker is an AR"):
+        load_reranker(str(nat), ids.pad_id, "task.generator.reranker")
+    with pytest.raises(ConfigError, match="holds GLAT; a reranker is an AR"):
+        load_reranker(str(trained / "glat"), ids.pad_id, "task.generator.reranker")
+
+
 def test_exported_folder_is_self_contained(trained, test_sources, tmp_path):
     """generate reads nothing outside the folder: move it and delete the checkpoints' copy."""
     import shutil

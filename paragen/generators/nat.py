@@ -214,10 +214,18 @@ def load_reranker(path: str, pad_id: int, config_path: str = "task.generator.rer
     (B·k rows): the teacher encodes every source once and scores all candidates in one
     teacher-forced decoder pass. A right-to-left teacher (`task.reverse_target`) reads each
     candidate reversed, as it was trained. A CTC model (`CTCNAT`) scores instead, by its
-    CTC likelihood (`ctc_scorer`)."""
+    CTC likelihood (`ctc_scorer`). An exported AR folder (`paragen export`, ONNX or
+    TorchScript, int8 or not) scores through its block graph: no PyTorch weights needed, and
+    an int8 graph makes reranked NPD cheaper."""
     teacher = load_trained_model(path, config_path)
     if isinstance(teacher, CTCNAT):
         return ctc_scorer(teacher, pad_id)
+    family = getattr(teacher, "family", None)  # what an exported folder holds
+    if family not in (None, "ar") or not hasattr(teacher, "decoder") or (
+            family is None and isinstance(teacher, NATModel)):
+        held = f"an exported {family} model" if family else type(teacher).__name__
+        raise ConfigError(f"{config_path}: {path} holds {held}; a reranker is an AR "
+                          f"Transformer (PyTorch, ONNX or TorchScript) or a PyTorch CTCNAT")
     reverse = bool(stored_config(path)["task"].get("reverse_target", False))
 
     @torch.inference_mode()
@@ -232,11 +240,22 @@ def load_reranker(path: str, pad_id: int, config_path: str = "task.generator.rer
         prev = torch.cat([torch.full_like(body[:, :1], bos_id), body], dim=1)
         memory, memory_padding = per_candidate(tokens.size(0) // src.size(0),
                                                *teacher.encoder(src))
-        logits = teacher.decoder(prev, memory, memory_padding).float()
+        logits = teacher_forced_logits(teacher.decoder, prev, memory, memory_padding).float()
         logp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         return logp.masked_fill(target.eq(pad_id), 0.0).sum(-1) / (lengths + 1)
 
     return score
+
+
+def teacher_forced_logits(decoder, prev: torch.Tensor, memory: torch.Tensor,
+                          memory_padding: torch.Tensor) -> torch.Tensor:
+    """(N,T,V) an AR decoder's logits after every prefix of `prev` (N,T), in one pass: the
+    PyTorch decoder's parallel forward, or an exported decoder's block graph (the one that
+    verifies speculative drafts) run from an empty cache, which is the same computation."""
+    if isinstance(decoder, nn.Module):
+        return decoder(prev, memory, memory_padding)
+    positions = torch.arange(prev.size(1), device=prev.device).expand_as(prev)
+    return decoder.forward_block(prev, positions, memory, memory_padding, decoder.init_cache())
 
 
 # A candidate that a CTC model cannot emit (more tokens than its slots allow) gets this mean
