@@ -6,15 +6,16 @@ window`) are decoded together in one batch of B·k rows, and each sentence keeps
 with the best *mean* token log-probability. ParaGen ranked by raw logits, which are not
 comparable across lengths. An AR model (`reranker: path/to/teacher.pt`) may score the
 candidates instead, by its length-normalised log-likelihood, or a CTC model by its CTC
-likelihood.
+likelihood. The AR reranker may be an exported folder (`paragen export`, e.g. ONNX int8):
+it scores through the graph that verifies speculative drafts, at the exported graph's speed.
 
 With `refine_steps` = n > 0, n more passes follow (as in Mask-Predict, Ghazvininejad et al.
 2019): each keeps the `refine_keep` most confident share of a candidate's slots, feeds their
 tokens back as decoder input (the way glancing showed reference tokens in training) and
 re-predicts the rest. Each pass costs about one decoder pass more.
 
-A CTC model (`CTCNAT`) has no length classifier: its slot count is upsample × source length, and its output is always collapsed (repeats merged, blanks = the pad id
-dropped). NPD there decodes k slot counts around that one, upsample × source length ×
+A CTC model (`CTCNAT`) has no length classifier: its slot count is upsample × source length,
+and its output is always collapsed (repeats merged, blanks = the pad id dropped). NPD there decodes k slot counts around that one, upsample × source length ×
 (1 + `ctc_slot_step` × offset), offsets centred on 0 (k = 5, step 0.1: ×0.8 … ×1.2). A model
 with `max_slots` never gets more slots than that cap (a capped sentence's larger
 candidates are the cap itself).
