@@ -15,10 +15,10 @@ tokens back as decoder input (the way glancing showed reference tokens in traini
 re-predicts the rest. Each pass costs about one decoder pass more.
 
 A CTC model (`CTCNAT`) has no length classifier: its slot count is upsample × source length,
-and its output is always collapsed (repeats merged, blanks = the pad id dropped). NPD there decodes k slot counts around that one, upsample × source length ×
-(1 + `ctc_slot_step` × offset), offsets centred on 0 (k = 5, step 0.1: ×0.8 … ×1.2). A model
-with `max_slots` never gets more slots than that cap (a capped sentence's larger
-candidates are the cap itself).
+and its output is always collapsed (repeats merged, blanks = the pad id dropped). NPD there
+decodes k slot counts around that one, upsample × source length × (1 + `ctc_slot_step` ×
+offset), offsets centred on 0 (k = 5, step 0.1: ×0.8 … ×1.2). A model with `max_slots` never
+gets more slots than that cap (a capped sentence's larger candidates are the cap itself).
 
 With `npd_threshold` = t (and k > 1) the candidates adapt to confidence: every sentence gets
 a single pass first, and only those whose mean token log-probability in it is below t are
