@@ -56,9 +56,11 @@ SHARING = {"decoder-input-output": "decoder", "None": "none", None: "none"}
 # ParaGen key → our key, wherever it appears in a section with a `class`
 KEYS = {
     "n_head": "num_heads", "dim_feedforward": "ffn_dim", "normalize_before": "pre_norm",
-    "learn_pos": "learned_positions", "max_pos": "max_positions", "spm_path": "model", "validate_interval_step": "validate_interval",
+    "learn_pos": "learned_positions", "max_pos": "max_positions", "spm_path": "model",
+    "validate_interval_step": "validate_interval",
     "save_model_dir": "save_dir", "beam": "beam_size", "max_rate": "lr", "end_rate": "end_lr",
-    "max_output_length": "max_length",
+    "max_output_length": "max_length", "save_last_k": "keep_last",
+    "early_stopping_tolerance": "early_stopping_patience",
 }
 SAMPLER_KEYS = {"max_samples": "max_sentences"}  # a dataset's max_samples is ours too
 # keys ParaGen needs and paragen does not (what they did happens anyway, or not at all)

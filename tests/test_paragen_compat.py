@@ -66,6 +66,8 @@ PARAGEN_IWSLT = textwrap.dedent("""\
         validate_interval_step: 3
         assess_by: valid.bleu
         save_model_dir: {save}
+        save_last_k: 2
+        early_stopping_tolerance: 4
       generator:
         class: SequenceGenerator
         search:
@@ -116,6 +118,7 @@ def test_paragen_iwslt_config_reads_as_ours(small_corpus, tmp_path, caplog):
     assert trainer["lr_scheduler"] == {"class": "InverseSquareRoot", "warmup_steps": 4000}
     assert trainer["clip_norm"] == 0.0 and trainer["validate_interval"] == 3
     assert trainer["save_dir"] == str(tmp_path / "checkpoints")
+    assert trainer["keep_last"] == 2 and trainer["early_stopping_patience"] == 4
     search = task["generator"]["search"]
     assert search == {"class": "BeamSearch", "beam_size": 2, "lenpen": 0.6,
                       "max_length_a": 1.2, "max_length_b": 10}
