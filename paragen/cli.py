@@ -32,7 +32,7 @@ VERBS = {
     "binarize": ("paragen.commands.binarize", "tokenize text once into memory-mapped ids"),
     "distill": ("paragen.commands.distill", "translate a training set with a teacher (KD)"),
     "bench": ("paragen.commands.bench", "decoding speed of trained models, batch 1 and batched"),
-    "export": ("paragen.commands.export", "write a model as ONNX or TorchScript graphs"),
+    "export": ("paragen.commands.export", "write a model as ONNX, TorchScript or CTranslate2"),
     "serve": ("paragen.commands.serve", "HTTP server with dynamic batching (127.0.0.1)"),
     "list": ("paragen.commands.list", "the registered classes of each kind and their arguments"),
     "plot": ("paragen.commands.plot", "loss, learning rate, validation and speed of a run (PNG)"),
@@ -59,7 +59,8 @@ OVERRIDE_ROOTS = ("task", "env", "define")
 OVERRIDES_HELP = """config overrides: any config value, by its dotted path, after the options,
 in either spelling:
   --task.trainer.max_steps 100   task.trainer.max_steps=100
-  --task.generator.length_beam 5 --env.threads 1 --define.data data/multi30k
+  --task.generator.length_beam 5 --env.threads 1
+  --define.data data/multi30k (train only: a trained model's folder fixes its data)
 values are YAML (100 is an int, [0.9, 0.98] a list); `paragen list` shows every class's keys"""
 
 
