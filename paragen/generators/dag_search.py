@@ -118,7 +118,9 @@ def dag_viterbi(token_logp_max: torch.Tensor, tokens: torch.Tensor, links: torch
         best_count = torch.where(better, torch.full_like(best_count, count), best_count)
     visited = torch.zeros(batch, num_vertices, dtype=torch.bool, device=tokens.device)
     vertex = end
-    for count in range(num_vertices, 1, -1):
+    # rows whose path is shorter than `count` stand still at their end until count reaches
+    # their own length, so the walk back starts at the longest chosen path, not at L
+    for count in range(int(best_count.max()), 1, -1):
         on_path = count <= best_count
         visited |= on_path[:, None] & F.one_hot(vertex, num_vertices).bool()
         previous = pointers[count - 2].gather(1, vertex[:, None]).squeeze(1)
