@@ -75,7 +75,8 @@ class GraphRunner:
 @contextlib.contextmanager
 def releasing_memory(module: nn.Module):
     """Within it, every ONNX graph run by `module` or its submodules (a generator: its model,
-    its reranker or drafter) hands the memory the call took back to the system at its end.
+    a speculative generator's drafter) hands the memory the call took back to the system at
+    its end. An NPD reranker is a scoring function, not a submodule: its graphs keep theirs.
 
     ONNX Runtime keeps each session's memory arena at the largest size it has needed, which
     is what fast repeated calls want. A one-off pass over a whole test set (`bench` scoring
