@@ -110,6 +110,13 @@ def test_an_exported_ar_model_reranks_npd_candidates_as_the_pytorch_one(trained,
     expected = load_trained_task(str(trained / "glat"), "infer", [
         "task.generator.length_beam=3", f"task.generator.reranker={trained / 'ar'}"])
     assert reranked.translate(test_sources) == expected.translate(test_sources)
+    # bench scores inside releasing_memory: the reranker's graphs hand their arenas back too
+    from paragen.models.exported import releasing_memory
+
+    reranker_runner = reranked.generator.reranker.model.runner
+    with releasing_memory(reranked.generator):
+        assert reranker_runner.run_options is not None
+    assert reranker_runner.run_options is None
     nat = tmp_path / "glat-onnx"
     assert main(["export", "--model", str(trained / "glat"), "--format", "onnx",
                  "--output", str(nat)]) == 0

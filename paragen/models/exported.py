@@ -75,15 +75,18 @@ class GraphRunner:
 @contextlib.contextmanager
 def releasing_memory(module: nn.Module):
     """Within it, every ONNX graph run by `module` or its submodules (a generator: its model,
-    a speculative generator's drafter) hands the memory the call took back to the system at
-    its end. An NPD reranker is a scoring function, not a submodule: its graphs keep theirs.
+    a speculative generator's drafter, an NPD reranker's model) hands the memory the call
+    took back to the system at its end.
 
     ONNX Runtime keeps each session's memory arena at the largest size it has needed, which
     is what fast repeated calls want. A one-off pass over a whole test set (`bench` scoring
     every system it keeps loaded, untimed) would otherwise leave each session holding its
     peak, gigabytes for NPD over large batches, and a bench of many systems runs out of
     memory."""
-    modules = module.modules() if isinstance(module, nn.Module) else []
+    modules = list(module.modules()) if isinstance(module, nn.Module) else []
+    # a reranker is a scoring function that names the model it runs (`load_reranker`)
+    modules += [m.reranker.model for m in modules
+                if isinstance(getattr(getattr(m, "reranker", None), "model", None), nn.Module)]
     runners = [m.runner for m in modules
                if isinstance(getattr(m, "runner", None), GraphRunner) and m.runner.fmt == "onnx"]
     if not runners:
