@@ -57,7 +57,7 @@ def main() -> None:
     bench.warm_up(task, task.encode(lines[:args.limit]), 4096)
     result["resident_mb"]["warmed_up"] = resident_mb()
     for name, releasing in (("scored_arena_handed_back", True), ("scored_arena_kept", False)):
-        context = releasing_memory(task.generator) if releasing else contextlib.nullcontext()
+        context = releasing_memory() if releasing else contextlib.nullcontext()
         with torch.inference_mode(), context:
             task.translate(lines)
         result["resident_mb"][name] = resident_mb()

@@ -114,7 +114,7 @@ def test_an_exported_ar_model_reranks_npd_candidates_as_the_pytorch_one(trained,
     from paragen.models.exported import releasing_memory
 
     reranker_runner = reranked.generator.reranker.model.runner
-    with releasing_memory(reranked.generator):
+    with releasing_memory():
         assert reranker_runner.run_options is not None
     assert reranker_runner.run_options is None
     nat = tmp_path / "glat-onnx"

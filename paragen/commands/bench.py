@@ -254,7 +254,7 @@ def score(task, lines: List[str], references: List[str]) -> Dict[str, Any]:
     from sacrebleu.metrics import BLEU  # lazy, as in paragen.metrics
 
     bleu = BLEU()
-    with torch.inference_mode(), releasing_memory(task.generator):
+    with torch.inference_mode(), releasing_memory():
         value = bleu.corpus_score(task.translate(lines), [references])
     return {"bleu": round(value.score, 2), "bleu_signature": str(bleu.get_signature())}
 

@@ -245,7 +245,7 @@ def load_reranker(path: str, pad_id: int, config_path: str = "task.generator.rer
         logp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         return logp.masked_fill(target.eq(pad_id), 0.0).sum(-1) / (lengths + 1)
 
-    score.model = teacher  # what it runs, for `releasing_memory`
+    score.model = teacher  # what it runs
     return score
 
 

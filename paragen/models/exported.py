@@ -37,9 +37,10 @@ class GraphRunner:
     so only the ones it has are fed.
     """
 
+    run_options = None  # onnxruntime.RunOptions of every ONNX call: `releasing_memory` sets it
+
     def __init__(self, folder: str, fmt: str, names: List[str], threads: Optional[int] = None):
         self.fmt, self.graphs = fmt, {}
-        self.run_options = None  # ONNX: set by `releasing_memory`
         threads = threads or torch.get_num_threads()
         for name in names:
             path = os.path.join(folder, name + SUFFIX[fmt])
@@ -73,36 +74,27 @@ class GraphRunner:
 
 
 @contextlib.contextmanager
-def releasing_memory(module: nn.Module):
-    """Within it, every ONNX graph run by `module` or its submodules (a generator: its model,
-    a speculative generator's drafter, an NPD reranker's model) hands the memory the call
-    took back to the system at its end.
+def releasing_memory():
+    """Within it, every ONNX graph this process runs (a model's, a drafter's, an NPD
+    reranker's) hands the memory the call took back to the system at its end.
 
     ONNX Runtime keeps each session's memory arena at the largest size it has needed, which
     is what fast repeated calls want. A one-off pass over a whole test set (`bench` scoring
     every system it keeps loaded, untimed) would otherwise leave each session holding its
     peak, gigabytes for NPD over large batches, and a bench of many systems runs out of
     memory."""
-    modules = list(module.modules()) if isinstance(module, nn.Module) else []
-    # a reranker is a scoring function that names the model it runs (`load_reranker`)
-    modules += [m.reranker.model for m in modules
-                if isinstance(getattr(getattr(m, "reranker", None), "model", None), nn.Module)]
-    runners = [m.runner for m in modules
-               if isinstance(getattr(m, "runner", None), GraphRunner) and m.runner.fmt == "onnx"]
-    if not runners:
+    try:
+        import onnxruntime as ort
+    except ImportError:  # then no ONNX graph can run either
         yield
         return
-    import onnxruntime as ort
-
     options = ort.RunOptions()
     options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-    for runner in runners:
-        runner.run_options = options
+    GraphRunner.run_options = options
     try:
         yield
     finally:
-        for runner in runners:
-            runner.run_options = None
+        GraphRunner.run_options = None
 
 
 class ExportedStepDecoder:
