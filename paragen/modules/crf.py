@@ -56,10 +56,12 @@ class LowRankTransitions(nn.Module):
         return (self.E1(a) * self.E2(b)).sum(-1)
 
 
-def _real_emissions(emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Emissions with padded positions zeroed, so that -inf or NaN logits there can reach
-    neither the result nor, through a discarded branch of `torch.where`, its gradient."""
-    return emissions.masked_fill(~mask[..., None], 0.0)
+def _at_real(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """values (B,T) or (B,T,k) with padded positions zeroed. Applied to the few values
+    gathered from the emissions, never to the (B,T,V) emissions themselves (a full-vocabulary
+    copy costs more than the CRF); masking after the gather also keeps -inf or NaN logits at
+    padding out of the result and, through masked_fill's backward, out of the gradient."""
+    return values.masked_fill(~mask if values.dim() == 2 else ~mask[..., None], 0.0)
 
 
 def crf_sequence_score(emissions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
@@ -69,9 +71,8 @@ def crf_sequence_score(emissions: torch.Tensor, tokens: torch.Tensor, mask: torc
     Emissions count at real positions only; a transition counts between positions t−1 and t
     when t is real (left alignment makes t−1 real too).
     """
-    emissions = _real_emissions(emissions, mask)
     tokens = tokens.masked_fill(~mask, 0)  # any id at padding, even one outside the vocabulary
-    emitted = emissions.gather(-1, tokens[..., None]).squeeze(-1)  # zero at padding
+    emitted = _at_real(emissions.gather(-1, tokens[..., None]).squeeze(-1), mask)
     score = emitted.sum(-1)
     if tokens.size(1) > 1:
         moves = transitions.pair(tokens[:, :-1], tokens[:, 1:])
@@ -83,21 +84,20 @@ def beam_candidates(emissions: torch.Tensor, mask: torch.Tensor, beam: int,
                     force_tokens: Optional[torch.Tensor] = None
                     ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Each position's k = min(beam, V) candidate tokens: (candidates (B,T,k) long,
-    their emissions (B,T,k)).
+    their emissions (B,T,k), zero at padding).
 
     The candidates are the top-k tokens by emission; with force_tokens (B,T) given, that
-    token is made one of them (replacing the k-th best when it is not already in): its
-    emission is raised to +inf for the selection only, and the true emissions of the chosen
-    candidates are gathered afterwards, so gradients reach them unchanged.
+    token is made one of them, replacing the k-th best when it is not already in. The
+    emissions of the chosen candidates are gathered afterwards, so gradients reach them
+    unchanged. One top-k and one gather are the only passes over the vocabulary.
     """
-    emissions = _real_emissions(emissions, mask)
     k = min(beam, emissions.size(-1))
-    ranking = emissions.detach()
+    candidates = emissions.detach().topk(k, dim=-1).indices
     if force_tokens is not None:
-        forced = force_tokens.masked_fill(~mask, 0)[..., None]
-        ranking = ranking.scatter(-1, forced, float("inf"))
-    candidates = ranking.topk(k, dim=-1).indices
-    return candidates, emissions.gather(-1, candidates)
+        forced = force_tokens.masked_fill(~mask, 0)
+        missing = candidates.ne(forced[..., None]).all(-1)
+        candidates[..., -1] = torch.where(missing, forced, candidates[..., -1])
+    return candidates, _at_real(emissions.gather(-1, candidates), mask)
 
 
 def crf_lattice(emissions: torch.Tensor, mask: torch.Tensor, transitions: LowRankTransitions,
@@ -116,34 +116,53 @@ def crf_lattice(emissions: torch.Tensor, mask: torch.Tensor, transitions: LowRan
 
 # The dynamic programs below loop over positions: compiling them would recompile per length.
 @torch.compiler.disable
-def crf_log_partition(emissions: torch.Tensor, mask: torch.Tensor,
-                      transitions: LowRankTransitions, beam: int,
-                      force_tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(B,) log Σ_Y exp score(Y) over the sequences Y whose every token is one of its
-    position's beam candidates (`beam_candidates`; exact when beam ≥ V).
+def log_partition_over_lattice(cand_emissions: torch.Tensor, moves: torch.Tensor,
+                               mask: torch.Tensor) -> torch.Tensor:
+    """(B,) log Σ exp score over every path through a beam lattice (`crf_lattice`).
 
     The forward algorithm: alpha (B,k) holds, for each candidate at position t, the log-sum
     of the scores of all candidate prefixes ending in it. One step is a batched
     logsumexp over the k previous candidates. A row whose positions have run out keeps its
     alpha, so the final alpha of each row is the one at its own last position.
-    Differentiable through emissions and the transition embeddings.
+    Differentiable through the emissions and the moves.
     """
-    _, cand_emissions, moves = crf_lattice(emissions, mask, transitions, beam, force_tokens)
-    alpha = cand_emissions[:, 0]
-    for t in range(1, emissions.size(1)):
-        step = torch.logsumexp(alpha[:, :, None] + moves[:, t - 1], dim=1) + cand_emissions[:, t]
-        alpha = torch.where(mask[:, t, None], step, alpha)
+    # unbind once: indexing one position per step would make autograd build a zero gradient
+    # of the whole lattice for every step, quadratic in the length
+    per_position, per_move, real = cand_emissions.unbind(1), moves.unbind(1), mask.unbind(1)
+    alpha = per_position[0]
+    for t in range(1, cand_emissions.size(1)):
+        step = torch.logsumexp(alpha[:, :, None] + per_move[t - 1], dim=1) + per_position[t]
+        alpha = torch.where(real[t][:, None], step, alpha)
     log_z = torch.logsumexp(alpha, dim=-1)
     return log_z.masked_fill(~mask[:, 0], 0.0)
+
+
+def crf_log_partition(emissions: torch.Tensor, mask: torch.Tensor,
+                      transitions: LowRankTransitions, beam: int,
+                      force_tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B,) log Σ_Y exp score(Y) over the sequences Y whose every token is one of its
+    position's beam candidates (`beam_candidates`; exact when beam ≥ V)."""
+    _, cand_emissions, moves = crf_lattice(emissions, mask, transitions, beam, force_tokens)
+    return log_partition_over_lattice(cand_emissions, moves, mask)
 
 
 def crf_nll(emissions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
             transitions: LowRankTransitions, beam: int) -> torch.Tensor:
     """(B,) −log p(tokens) under the beam-approximated CRF: the log partition with the gold
     forced into every beam, less the gold's score. The gold is one of the summed sequences,
-    so the result is ≥ 0 up to float error (and exact when beam ≥ V)."""
-    log_z = crf_log_partition(emissions, mask, transitions, beam, force_tokens=tokens)
-    return log_z - crf_sequence_score(emissions, tokens, mask, transitions)
+    so the result is ≥ 0 up to float error (and exact when beam ≥ V).
+
+    The gold's emissions are read from its lattice column rather than gathered again from
+    the (B,T,V) emissions, whose gradient would then be built twice."""
+    candidates, cand_emissions, moves = crf_lattice(emissions, mask, transitions, beam,
+                                                    force_tokens=tokens)
+    log_z = log_partition_over_lattice(cand_emissions, moves, mask)
+    tokens = tokens.masked_fill(~mask, 0)
+    gold = cand_emissions.masked_fill(candidates.ne(tokens[..., None]), 0.0).sum((1, 2))
+    if tokens.size(1) > 1:
+        gold_moves = transitions.pair(tokens[:, :-1], tokens[:, 1:])
+        gold = gold + gold_moves.masked_fill(~mask[:, 1:], 0.0).sum(-1)
+    return log_z - gold
 
 
 @torch.compiler.disable
