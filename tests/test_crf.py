@@ -157,6 +157,19 @@ def test_padding_never_changes_any_result():
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_non_finite_logits_at_padding_reach_neither_the_loss_nor_its_gradient():
+    emissions, mask, tokens, transitions = setup()
+    clean = emissions.masked_fill(~mask[..., None], 0.0).requires_grad_()
+    poisoned = emissions.masked_fill(~mask[..., None], float("nan"))
+    poisoned[..., 0] = poisoned[..., 0].masked_fill(~mask, float("-inf"))
+    poisoned.requires_grad_()
+    for beam in (2, V):
+        losses = [crf_nll(e, tokens, mask, transitions, beam).sum() for e in (clean, poisoned)]
+        grads = [torch.autograd.grad(loss, e)[0] for loss, e in zip(losses, (clean, poisoned))]
+        assert torch.isfinite(losses[1]) and torch.equal(losses[0], losses[1])
+        assert torch.equal(grads[0], grads[1]) and not grads[1][~mask].any()
+
+
 class NLL(nn.Module):
     """crf_nll as a module call, so gradcheck can swap in the embedding weights."""
 
