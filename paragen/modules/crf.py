@@ -73,11 +73,16 @@ def crf_sequence_score(emissions: torch.Tensor, tokens: torch.Tensor, mask: torc
     """
     tokens = tokens.masked_fill(~mask, 0)  # any id at padding, even one outside the vocabulary
     emitted = _at_real(emissions.gather(-1, tokens[..., None]).squeeze(-1), mask)
-    score = emitted.sum(-1)
-    if tokens.size(1) > 1:
-        moves = transitions.pair(tokens[:, :-1], tokens[:, 1:])
-        score = score + moves.masked_fill(~mask[:, 1:], 0.0).sum(-1)
-    return score
+    return emitted.sum(-1) + _transition_score(tokens, mask, transitions)
+
+
+def _transition_score(tokens: torch.Tensor, mask: torch.Tensor,
+                      transitions: LowRankTransitions) -> torch.Tensor:
+    """(B,) the summed transition scores of the sequences tokens (B,T), valid ids only."""
+    if tokens.size(1) < 2:
+        return tokens.new_zeros(tokens.size(0), dtype=transitions.E1.weight.dtype)
+    moves = transitions.pair(tokens[:, :-1], tokens[:, 1:])
+    return moves.masked_fill(~mask[:, 1:], 0.0).sum(-1)
 
 
 def beam_candidates(emissions: torch.Tensor, mask: torch.Tensor, beam: int,
@@ -159,10 +164,7 @@ def crf_nll(emissions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
     log_z = log_partition_over_lattice(cand_emissions, moves, mask)
     tokens = tokens.masked_fill(~mask, 0)
     gold = cand_emissions.masked_fill(candidates.ne(tokens[..., None]), 0.0).sum((1, 2))
-    if tokens.size(1) > 1:
-        gold_moves = transitions.pair(tokens[:, :-1], tokens[:, 1:])
-        gold = gold + gold_moves.masked_fill(~mask[:, 1:], 0.0).sum(-1)
-    return log_z - gold
+    return log_z - gold - _transition_score(tokens, mask, transitions)
 
 
 @torch.compiler.disable
