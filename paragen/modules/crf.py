@@ -57,11 +57,11 @@ class LowRankTransitions(nn.Module):
 
 
 def _at_real(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """values (B,T) or (B,T,k) with padded positions zeroed. Applied to the few values
+    """values (B,T,k) with padded positions zeroed. Applied to the few values
     gathered from the emissions, never to the (B,T,V) emissions themselves (a full-vocabulary
     copy costs more than the CRF); masking after the gather also keeps -inf or NaN logits at
     padding out of the result and, through masked_fill's backward, out of the gradient."""
-    return values.masked_fill(~mask if values.dim() == 2 else ~mask[..., None], 0.0)
+    return values.masked_fill(~mask[..., None], 0.0)
 
 
 def crf_sequence_score(emissions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
@@ -72,15 +72,14 @@ def crf_sequence_score(emissions: torch.Tensor, tokens: torch.Tensor, mask: torc
     when t is real (left alignment makes t−1 real too).
     """
     tokens = tokens.masked_fill(~mask, 0)  # any id at padding, even one outside the vocabulary
-    emitted = _at_real(emissions.gather(-1, tokens[..., None]).squeeze(-1), mask)
-    return emitted.sum(-1) + _transition_score(tokens, mask, transitions)
+    emitted = _at_real(emissions.gather(-1, tokens[..., None]), mask)
+    return emitted.sum((1, 2)) + _transition_score(tokens, mask, transitions)
 
 
 def _transition_score(tokens: torch.Tensor, mask: torch.Tensor,
                       transitions: LowRankTransitions) -> torch.Tensor:
-    """(B,) the summed transition scores of the sequences tokens (B,T), valid ids only."""
-    if tokens.size(1) < 2:
-        return tokens.new_zeros(tokens.size(0), dtype=transitions.E1.weight.dtype)
+    """(B,) the summed transition scores of the sequences tokens (B,T), valid ids only
+    (zero for one-position sequences: their (B,0) moves sum to zero)."""
     moves = transitions.pair(tokens[:, :-1], tokens[:, 1:])
     return moves.masked_fill(~mask[:, 1:], 0.0).sum(-1)
 
