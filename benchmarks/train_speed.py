@@ -9,6 +9,7 @@ sampler, seed 1). A round times `--updates` updates of every config in turn (for
 backward, AdamW step: the trainer's update without its bookkeeping) after one warm-up update
 per config; the result is each config's median target tokens/s over the rounds and its ratio
 to the first config's. The configs' `init_from` is dropped (random weights train as fast).
+Forward passes run under the config's `env.precision` (bf16: autocast, as in training).
 `key=value` overrides apply to every config (`define.*` ones only matter where the define is used,
 e.g. `define.train_target=data/multi30k/train.en` for a NAT config without distilled data).
 """
@@ -53,12 +54,13 @@ def main() -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         batches = list(itertools.islice(task.train_loader.epoch_batches(0, 0),
                                         1 + args.updates))
-        runs.append({"config": path, "model": model, "criterion": criterion,
+        runs.append({"config": path, "model": model, "criterion": criterion, "env": task.env,
                      "optimizer": optimizer, "batches": batches, "rates": [],
                      "parameters": sum(p.numel() for p in model.parameters())})
 
     def update(run, batch) -> int:
-        loss, logs = run["criterion"](run["model"], batch)
+        with run["env"].autocast():  # env.precision=bf16 trains under autocast, as the trainer
+            loss, logs = run["criterion"](run["model"], batch)
         loss.backward()
         run["optimizer"].step()
         run["optimizer"].zero_grad(set_to_none=True)
@@ -76,6 +78,7 @@ def main() -> None:
         "command": " ".join(["python"] + sys.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                    f"{args.threads} thread(s)",
+        "precision": [run["env"].precision for run in runs],
         "updates_per_round": args.updates, "rounds": args.rounds,
         "configs": [{"config": run["config"], "parameters": run["parameters"],
                      "target_tokens_per_s_median": round(statistics.median(run["rates"]), 1),
