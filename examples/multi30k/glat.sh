@@ -3,13 +3,15 @@
 # Each stage is skipped when its output exists, so the script can be rerun after a stop.
 # MINUTES sets the training budget of each model (default 40, as in docs/benchmarks.md);
 # VARIANT picks the NAT model: glat (default), glat_ctc, vanilla_nat, cmlm, dat or nat_crf
-# (examples/multi30k/$VARIANT.yaml).
+# (examples/multi30k/$VARIANT.yaml). PRECISION=bf16 trains both models under bf16 autocast
+# (default fp32): about 1.5× the updates on a CPU with AMX or AVX-512-BF16, nothing on others.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=data/multi30k
 MINUTES=${MINUTES:-40}
 PARAGEN=${PARAGEN:-paragen}
 VARIANT=${VARIANT:-glat}
+PRECISION=${PRECISION:-fp32}
 RUN=runs/multi30k-${VARIANT//_/-}
 
 [ -f $DATA/test2016.en ] || $PARAGEN prepare-data --dataset multi30k --output $DATA
@@ -21,7 +23,7 @@ RUN=runs/multi30k-${VARIANT//_/-}
 #    distilled from, started from and reranked with.
 TEACHER=runs/multi30k-transformer/average.pt
 [ -f runs/multi30k-transformer/best.pt ] || $PARAGEN train \
-    --config examples/multi30k/transformer.yaml task.trainer.max_minutes=$MINUTES
+    --config examples/multi30k/transformer.yaml task.trainer.max_minutes=$MINUTES env.precision=$PRECISION
 [ -f $TEACHER ] || $PARAGEN average-checkpoints --dir runs/multi30k-transformer --last 3 \
     --output $TEACHER
 
@@ -30,7 +32,7 @@ $PARAGEN distill --model $TEACHER --input $DATA/train.de --output $DATA/train.di
 
 # 3. The NAT model on the distilled targets, starting from the teacher's weights.
 [ -f $RUN/best.pt ] || $PARAGEN train --config examples/multi30k/$VARIANT.yaml \
-    --define.teacher $TEACHER task.trainer.max_minutes=$MINUTES
+    --define.teacher $TEACHER task.trainer.max_minutes=$MINUTES env.precision=$PRECISION
 
 # 4. Average the last 3 step checkpoints.
 $PARAGEN average-checkpoints --dir $RUN --last 3 --output $RUN/average.pt
