@@ -1,6 +1,7 @@
 """The command line as a user meets it: verbs, plug-ins, bad input, Ctrl-C and resume."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -293,3 +294,23 @@ def test_a_decode_reads_the_checkpoint_once(trained, monkeypatch):
     stored = load_checkpoint(str(trained / "best.pt"))["model"]
     for name, value in task.model.state_dict().items():
         assert torch.equal(value, stored[name]), name
+
+
+def test_bench_builds_a_system_at_the_thread_count_it_times(trained, tmp_path):
+    """A model trained with `env.threads: 2` keeps that in its saved config; bench must still
+    build it (ONNX sessions fix their threads there) at the count it is about to time."""
+    from paragen.commands.bench import AR_SETTINGS, build_for
+
+    folder = tmp_path / "two-threads"
+    shutil.copytree(trained, folder)
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(folder / name, map_location="cpu", weights_only=True)
+        state["config"].setdefault("env", {})["threads"] = 2
+        torch.save(state, folder / name)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        build_for(str(folder), AR_SETTINGS[0][1], False, "cpu", "fp32", [])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
