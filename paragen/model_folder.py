@@ -117,6 +117,10 @@ def open_model_folder(model: str) -> ModelFolder:
     if not isinstance(config.get("task"), dict):
         raise DataError(f"{model}: the stored config has no task section")
     env = config.get("env") or {}
+    # The thread count a model was trained with says how that run shared its machine, not how
+    # the model should run: decoding takes the caller's count (torch's current one, which
+    # bench sets per system and ONNX sessions fix when built), or an `env.threads` override.
+    env.pop("threads", None)
     libs = env.pop("custom_libs", None) or []
     stored_libs = [libs] if isinstance(libs, str) else [str(lib) for lib in libs]
     _check_tokenizer_paths(config["task"], folder)

@@ -186,12 +186,11 @@ def settings_for(model: str, reranker: str | None = None, drafter: str | None = 
 def build_for(model: str, setting: Dict[str, Any], quantize: bool, device: str,
               precision: str, libs: List[str], ctranslate2: bool = False):
     """The task of one system at torch's current thread count, which the caller sets: ONNX
-    sessions and CTranslate2 fix it when built. `env.threads` is pinned to it, so that the
-    count a model was trained with (saved in its config) cannot replace the one being timed.
-    A CTranslate2 export runs int8 through its compute type, not torch's quantization."""
+    sessions and CTranslate2 fix it when built (a model's training thread count is not
+    applied, `open_model_folder`). A CTranslate2 export runs int8 through its compute type,
+    not torch's quantization."""
     overrides = [f"task.generator.{k}={v}" for k, v in setting.items() if k != "search"]
-    overrides += [f"env.device={device}", f"env.precision={precision}",
-                  f"env.threads={torch.get_num_threads()}"]
+    overrides += [f"env.device={device}", f"env.precision={precision}"]
     if ctranslate2:
         overrides.append(f"task.model.threads={torch.get_num_threads()}")
         overrides += ["task.model.compute_type=int8"] if quantize else []
