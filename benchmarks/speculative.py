@@ -2,11 +2,13 @@
 
     python benchmarks/speculative.py --model AR_DIR --drafter NAT_DIR \\
         --input test.de --reference test.en [--block-size 0 4] [--relaxed 3:1.0] \\
-        [--batch-size 32] [--rounds 3] [--limit N] --output results/speculative.json
+        [--min-confidence 0.5] [--batch-size 32] [--rounds 3] [--limit N] \\
+        --output results/speculative.json
 
 Systems: AR greedy (the AR folder's length settings, GreedySearch), and SpeculativeGenerator
 with the NAT drafter for every `--block-size`, re-drafting (a CTC drafter: re-aligning) and
-keeping stale drafts, and with each `--relaxed TOP:TOLERANCE` acceptance. Protocol as
+keeping stale drafts, with each `--min-confidence` trimming of the blocks, and with each
+`--relaxed TOP:TOLERANCE` acceptance. Protocol as
 `paragen bench`: tokenization excluded; every system warmed up first; batch 1 feeds the
 sentences one at a time (sentences/s over the set, median latency), batched sorts by length
 into `--max-tokens` batches (of at most `--batch-size` sentences when given); each round
@@ -55,11 +57,16 @@ def build_systems(task, drafter, search: Dict[str, Any], args) -> List[Tuple[str
            "pad_id": task.tgt_tokenizer.pad_id}
     systems = [("greedy", task.generator)]
     for block in args.block_size:
-        for redraft in (True, False):
+        for redraft in (True,) if args.redraft_only else (True, False):
             name = f"spec k={block or 'all'}" + (" redraft" if redraft else " stale")
             systems.append((name, SpeculativeGenerator(drafter, block_size=block,
                                                        redraft=redraft, search=search,
                                                        model=task.model, **ids)))
+    for confidence in args.min_confidence:
+        systems.append((f"spec k={args.block_size[0] or 'all'} redraft conf>={confidence}",
+                        SpeculativeGenerator(drafter, block_size=args.block_size[0],
+                                             min_confidence=confidence, search=search,
+                                             model=task.model, **ids)))
     for relaxed in args.relaxed:
         top, tolerance = relaxed.split(":")
         systems.append((f"spec relaxed top{top} tol{tolerance}", SpeculativeGenerator(
@@ -143,6 +150,11 @@ def main(argv: List[str]) -> int:
                         help="draft tokens verified per step (0: the whole draft)")
     parser.add_argument("--relaxed", nargs="*", default=[], metavar="TOP:TOLERANCE",
                         help="also time relaxed acceptance (first block size)")
+    parser.add_argument("--min-confidence", type=float, nargs="*", default=[], metavar="P",
+                        help="also run the first --block-size re-drafting with blocks ending "
+                             "at the first draft token the drafter gives a probability < P")
+    parser.add_argument("--redraft-only", action="store_true",
+                        help="leave out the systems that keep stale drafts")
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="also at most this many sentences per batch (e.g. 32)")
@@ -150,6 +162,9 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--limit", type=int, default=0, help="only the first N sentences")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="as env.precision: bf16 weights under autocast, for the AR model "
+                             "and the drafter alike")
     parser.add_argument("--output", required=True, help="JSON to write; a PNG goes beside it")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -157,7 +172,7 @@ def main(argv: List[str]) -> int:
     references = read_lines(args.reference)[:len(lines)]
     search = greedy_search(args.model)
     task = load_trained_task(args.model, "infer",
-                             [f"env.device={args.device}", "env.precision=fp32"], search=search,
+                             [f"env.device={args.device}", f"env.precision={args.precision}"], search=search,
                              needs=Translator)
     drafter = load_trained_model(args.drafter, "drafter")
     systems = build_systems(task, drafter, search, args)
@@ -209,7 +224,8 @@ def main(argv: List[str]) -> int:
                   type(drafter).__name__, "input": args.input, "sentences": len(lines),
               "search": search, "max_tokens": args.max_tokens, "batch_size": args.batch_size,
               "rounds": args.rounds, "threads": args.threads,
-              "machine": describe_machine(args.device), "rows": rows}
+              "precision": args.precision, "machine": describe_machine(args.device),
+              "rows": rows}
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=2)

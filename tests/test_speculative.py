@@ -3,6 +3,7 @@ acceptance counts, length rules, relaxed acceptance, refusals, and `paragen gene
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -12,7 +13,9 @@ from torch import nn
 
 from paragen.errors import ConfigError
 from paragen.generators import SequenceGenerator, SpeculativeGenerator
+from paragen.generators.drafting import Draft, NATDrafter
 from paragen.models.nat import CMLM, CTCNAT, GLAT, NATCRF, DATransformer
+from paragen.models.nat.base import padding_from_counts, upsampled_slot_counts
 from paragen.models.seq2seq import Seq2Seq
 from paragen.registry import build
 
@@ -77,24 +80,30 @@ def with_eos(tokens: torch.Tensor) -> List[List[int]]:
 
 class ListDrafter(nn.Module):
     """A stub drafter with fixed drafts per sentence (rows of the batch it is given), and
-    fixed re-drafts in output coordinates: `redrafts[b][p]` proposes output token p."""
+    fixed re-drafts in output coordinates: `redrafts[b][p]` proposes output token p.
+    `unsure[b]`: the draft positions of row b it gives probability 0.1 (others 1)."""
 
-    def __init__(self, drafts: List[List[int]], redrafts: Optional[List[List[int]]] = None):
+    def __init__(self, drafts: List[List[int]], redrafts: Optional[List[List[int]]] = None,
+                 unsure: Optional[List[List[int]]] = None):
         super().__init__()
-        self.drafts, self.redrafts = drafts, redrafts
+        self.drafts, self.redrafts, self.unsure = drafts, redrafts, unsure
         self.can_redraft = redrafts is not None
 
     @staticmethod
-    def _pack(rows: List[List[int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _pack(rows: List[List[int]]) -> Draft:
         width = max(1, max(len(row) for row in rows))
         tokens = torch.tensor([row + [PAD] * (width - len(row)) for row in rows])
-        return tokens, torch.tensor([len(row) for row in rows])
+        return Draft(tokens, torch.tensor([len(row) for row in rows]))
 
-    def first_draft(self, src: torch.Tensor, memory, memory_padding):
-        tokens, lengths = self._pack(self.drafts)
-        return {"row": torch.arange(len(self.drafts))}, tokens, lengths
+    def first_draft(self, src: torch.Tensor, memory, memory_padding, with_log_probs=False):
+        draft = self._pack(self.drafts)
+        if with_log_probs and self.unsure is not None:
+            draft.log_probs = torch.zeros(draft.tokens.shape)
+            for row, positions in enumerate(self.unsure):
+                draft.log_probs[row, positions] = math.log(0.1)
+        return {"row": torch.arange(len(self.drafts))}, draft
 
-    def redraft(self, context, prefix, prefix_lengths):
+    def redraft(self, context, prefix, prefix_lengths, with_log_probs=False):
         return self._pack([self.redrafts[row] for row in context["row"].tolist()])
 
 
@@ -267,9 +276,6 @@ def test_ctc_drafts_realign_after_a_missing_or_extra_token(kind):
     """A CTC draft with one token too many or one missing: after the verifier's correction
     the prefix is aligned to the slots again and the rest of the draft is accepted in the
     next pass; kept stale, the draft stays out of step. Output: greedy's either way."""
-    from paragen.generators.drafting import NATDrafter
-    from paragen.models.nat.base import upsampled_slot_counts
-
     model = make_ar(0, eos_bias=-1.0)
     src = sources(12, seed=8, longest=6)
     expected = greedy(model, src)
@@ -330,6 +336,75 @@ def test_output_does_not_depend_on_the_batch():
         alone = generator(src[b:b + 1, :int(src[b].ne(PAD).sum())])[0][0]
         row = batched[b]
         assert torch.equal(alone[alone.ne(PAD)], row[row.ne(PAD)])
+
+
+# ---------------------------------------------------------------- confidence-trimmed blocks
+@pytest.mark.parametrize("drafter", ["glat", "ctc"])
+def test_blocks_trimmed_by_drafter_confidence_give_greedy_output(drafter):
+    """Trimming changes which positions a pass verifies, never the output; a trained-like
+    drafter's confidences reach the generator (first drafts, re-drafts, re-alignments)."""
+    model = make_ar(0)
+    nat = make_nat(GLAT) if drafter == "glat" else make_nat(CTCNAT, upsample=2.0)
+    src = sources(48, seed=14)
+    expected = greedy(model, src)
+    widths: List[int] = []  # of the blocks verified: last accepted token + draft tokens
+    verify = model.decoder.forward_block
+    model.decoder.forward_block = lambda tokens, *rest, **options: (
+        widths.append(tokens.size(1)) or verify(tokens, *rest, **options))
+    assert_same(speculative(model, nat)(src), expected)
+    assert max(widths) > 2
+    widths.clear()
+    # an untrained drafter is below 0.99 on every token: each pass verifies one of them
+    assert_same(speculative(model, nat, min_confidence=0.99)(src), expected)
+    assert max(widths) == 2
+
+
+def test_an_unsure_draft_token_ends_the_block():
+    """A perfect draft with one unsure token at position u: the first pass verifies tokens
+    0..u and gains u + 2 (the verifier's own token after the block is the draft's too); the
+    next pass takes the rest. Without trimming one pass takes the whole draft."""
+    model = make_ar(0, eos_bias=-1.0)
+    src = sources(12, seed=8, longest=6)
+    expected = greedy(model, src)
+    drafts = with_eos(expected[0])
+    assert min(len(d) for d in drafts) >= 4
+    unsure = [[1] for _ in drafts]
+    trimmed = speculative(model, ListDrafter(drafts, unsure=unsure), min_confidence=0.5)
+    assert_same(trimmed(src), expected)
+    stats = trimmed.statistics()
+    gains = [3] * len(drafts) + [len(d) - 3 for d in drafts if len(d) > 3]
+    assert stats["verify_passes"] == 2
+    assert stats["histogram"] == torch.bincount(torch.tensor(gains)).tolist()
+    whole = speculative(model, ListDrafter(drafts, unsure=unsure))
+    assert_same(whole(src), expected)
+    assert whole.statistics()["verify_passes"] == 1
+    with pytest.raises(ValueError, match="min_confidence"):
+        speculative(model, ListDrafter(drafts), min_confidence=1.0)
+
+
+def test_ctc_draft_log_probs_are_those_of_the_first_slot_of_each_token():
+    nat = make_nat(CTCNAT, upsample=2.0, seed=4)
+    src = sources(6, seed=3)
+    _, draft = NATDrafter(nat, EOS, PAD).first_draft(src, None, None, with_log_probs=True)
+    _, without = NATDrafter(nat, EOS, PAD).first_draft(src, None, None)
+    assert without.log_probs is None and torch.equal(without.tokens, draft.tokens)
+    with torch.no_grad():
+        memory, memory_padding, _ = nat.encode(src)
+        slots = upsampled_slot_counts(src, PAD, 2.0, 0)
+        padding = padding_from_counts(slots)
+        hidden = nat.predict_hidden(src, memory, memory_padding, padding)
+        best, tokens = torch.log_softmax(nat.output_logits(hidden).float(), -1).max(-1)
+    for b in range(src.size(0)):
+        expected_tokens, expected_scores, previous = [], [], None
+        for slot in range(int(slots[b])):
+            token = int(tokens[b, slot])
+            if token != PAD and token != previous:
+                expected_tokens.append(token)
+                expected_scores.append(float(best[b, slot]))
+            previous = token
+        n = int(draft.lengths[b])
+        assert draft.tokens[b, :n].tolist() == expected_tokens[:n]
+        assert draft.log_probs[b, :n].tolist() == pytest.approx(expected_scores[:n], abs=1e-5)
 
 
 # ---------------------------------------------------------------- relaxed acceptance
@@ -488,9 +563,11 @@ def test_exported_ar_model_verifies_exported_drafts_like_greedy(small_corpus, tm
         assert main(["bench", "--model", exported, "--drafter", str(tmp_path / "ctc-onnx"),
                      "--input", small_corpus["valid"]["de"],
                      "--reference", small_corpus["valid"]["en"], "--only", "greedy",
-                     "speculative", "speculative-4", "--limit", "4", "--threads", "1",
+                     "speculative", "speculative-4", "speculative-trimmed", "--limit", "4",
+                     "--threads", "1",
                      "--repeats", "1", "--output", str(result)]) == 0
         rows = json.loads(result.read_text())["rows"]
         assert [r["system"] for r in rows] == ["AR onnx greedy", "AR onnx speculative",
-                                               "AR onnx speculative-4"]
+                                               "AR onnx speculative-4",
+                                               "AR onnx speculative-trimmed"]
         assert len({r["bleu"] for r in rows}) == 1

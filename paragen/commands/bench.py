@@ -59,7 +59,9 @@ DAG_SETTINGS = [(name, {"strategy": name}) for name in ("greedy", "lookahead", "
 CT2 = "CTranslate2"  # the system name of a CTranslate2 export (`CTranslate2Generator` settings)
 CT2_SETTINGS = [("greedy", {"beam_size": 1}), ("beam4", {"beam_size": 4})]
 # An AR model with a NAT drafter: its stored drafter, the whole draft or 4 tokens per step.
-SPECULATIVE = [("speculative", {"block_size": 0}), ("speculative-4", {"block_size": 4})]
+# the whole draft, 4 tokens, and the whole draft up to the first token the drafter is unsure of
+SPECULATIVE = [("speculative", {"block_size": 0}), ("speculative-4", {"block_size": 4}),
+               ("speculative-trimmed", {"block_size": 0, "min_confidence": 0.9})]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                            "(the 'NPD-5 reranked' setting)")
     parser.add_argument("--drafter", help="NAT model (folder or .pt) with the AR models' "
                                           "tokenizer: AR models also run speculative decoding "
-                                          "drafted by it (settings speculative, speculative-4)")
+                                          "drafted by it (settings speculative, speculative-4, "
+                                          "speculative-trimmed)")
     parser.add_argument("--npd-threshold", type=float,
                         help="NAT models with NATGenerator also run NPD-5 only for sentences "
                              "whose single pass has a mean token log-probability below this "
@@ -94,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="+", metavar="SETTING",
                         help="time only these settings (greedy, beam4, single, NPD-5, refine-1, "
                              "'NPD-5 reranked', 'NPD-5 [reranked] adaptive', mask-predict-4, "
-                             "mask-predict-10, lookahead, viterbi, speculative, speculative-4)")
+                             "mask-predict-10, lookahead, viterbi, speculative, speculative-4, "
+                             "speculative-trimmed)")
     parser.add_argument("--quantize", action="store_true",
                         help="also time int8 dynamic quantization of Linear layers (a float32 "
                              "CTranslate2 export: CTranslate2's int8 compute type)")

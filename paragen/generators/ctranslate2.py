@@ -3,9 +3,9 @@ the rules it follows and where they differ from paragen's searches: `paragen.mod
 """
 from __future__ import annotations
 
-from __future__ import annotations
 import itertools
 from typing import List, Tuple
+
 import torch
 from torch import nn
 

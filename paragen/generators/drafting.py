@@ -21,9 +21,15 @@ accepted token p:
 A drafter whose encoder is the verifier's, tensor for tensor (trained with
 `task.trainer.freeze: [encoder.*]` from the verifier's weights), drafts from the verifier's
 encoder output instead of encoding the source a second time.
+
+Asked for them (`with_log_probs`), drafts carry the drafter's log-probability of each token:
+a CTC token's is that of the first slot of its run. `SpeculativeGenerator(min_confidence=...)`
+ends a block at the first unsure token, so that a pass does not pay for positions the
+verifier will most likely reject.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, Optional, Protocol, Tuple, Union, runtime_checkable
 
 import torch
@@ -40,27 +46,37 @@ from paragen.models.nat.base import padding_from_counts, upsampled_slot_counts
 Context = Dict[str, torch.Tensor]  # batch-first tensors a drafter keeps per sentence
 
 
+@dataclasses.dataclass
+class Draft:
+    """Row b drafts `tokens[b, :lengths[b]]` (B,D), in output coordinates; `log_probs` (B,D):
+    the drafter's log-probability of each token, None when not asked for or not known."""
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    log_probs: Optional[torch.Tensor] = None
+
+
 @runtime_checkable
 class Drafter(Protocol):
     """What `SpeculativeGenerator` asks of a drafter.
 
-    `first_draft(src (B,S), memory, memory_padding)` → (context, tokens (B,D), lengths
-    (B,)): the draft of each sentence is `tokens[b, :lengths[b]]`, cut after its first eos;
-    memory (B,S,D) and memory_padding (B,S) are the verifier's encoder output, which a
-    drafter sharing that encoder uses. `context` holds batch-first tensors (the drafter's
-    encoder output...) that the generator keeps, row-selected, for
-    `redraft(context, prefix (N,P), prefix_lengths (N,))` → (tokens (N,D'), lengths (N,)):
-    a new draft of N sentences given their accepted prefixes, in the same coordinates (slots
-    below the prefix length are ignored). Only called when `can_redraft` is True.
+    `first_draft(src (B,S), memory, memory_padding, with_log_probs)` → (context, Draft):
+    each sentence's draft, cut after its first eos; memory (B,S,D) and memory_padding (B,S)
+    are the verifier's encoder output, which a drafter sharing that encoder uses. `context`
+    holds batch-first tensors (the drafter's encoder output...) that the generator keeps,
+    row-selected, for `redraft(context, prefix (N,P), prefix_lengths (N,), with_log_probs)`
+    → Draft: a new draft of N sentences given their accepted prefixes, in the same
+    coordinates (slots below the prefix length are ignored). Only called when
+    `can_redraft` is True. `with_log_probs`: fill `Draft.log_probs` if the drafter can.
     """
 
     can_redraft: bool
 
-    def first_draft(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor
-                    ) -> Tuple[Context, torch.Tensor, torch.Tensor]: ...
+    def first_draft(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+                    with_log_probs: bool = False) -> Tuple[Context, Draft]: ...
 
-    def redraft(self, context: Context, prefix: torch.Tensor, prefix_lengths: torch.Tensor
-                ) -> Tuple[torch.Tensor, torch.Tensor]: ...
+    def redraft(self, context: Context, prefix: torch.Tensor, prefix_lengths: torch.Tensor,
+                with_log_probs: bool = False) -> Draft: ...
 
 
 def cut_after_eos(tokens: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor,
@@ -93,8 +109,8 @@ class NATDrafter(nn.Module):
                                           getattr(self.model, "encoder", None))
         return self.shares_encoder
 
-    def first_draft(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor
-                    ) -> Tuple[Context, torch.Tensor, torch.Tensor]:
+    def first_draft(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
+                    with_log_probs: bool = False) -> Tuple[Context, Draft]:
         model = self.model
         if self.shares_encoder:
             length_logits = None if self.upsample else model.length_logits(memory,
@@ -111,31 +127,34 @@ class NATDrafter(nn.Module):
         padding = padding_from_counts(slots)
         if self.realigns:  # what a re-alignment reads: the slots' states and best tokens
             hidden = model.predict_hidden(src, memory, memory_padding, padding)
-            tokens, _ = model.best_tokens(hidden, padding, with_scores=False)
+            tokens, scores = model.best_tokens(hidden, padding, with_scores=with_log_probs)
             context = {"hidden": hidden, "slot_tokens": tokens, "slots": slots,
                        "slot_logits": model.slot_token_logits(hidden, tokens)}
+            if scores is not None:
+                context["slot_log_probs"] = scores
         else:  # what a prefix-given pass reads
-            tokens, _ = model.predict_slots(src, memory, memory_padding, padding,
-                                            with_scores=False)
+            tokens, scores = model.predict_slots(src, memory, memory_padding, padding,
+                                                 with_scores=with_log_probs)
             context = {"src": src, "memory": memory, "memory_padding": memory_padding,
                        "slots": slots}
         tokens = tokens.masked_fill(padding, self.pad_id)
         if self.upsample:  # blanks (pad) and repeats go; what is left is the sentence
-            tokens = left_align(collapse_repeats(tokens, self.pad_id), self.pad_id)
+            tokens, scores = left_align_with(collapse_repeats(tokens, self.pad_id), scores,
+                                             self.pad_id)
             lengths = tokens.ne(self.pad_id).sum(-1)
         else:
             lengths = slots
         lengths = cut_after_eos(tokens, lengths, torch.zeros_like(lengths), self.eos_id)
-        return context, tokens, lengths
+        return context, Draft(tokens, lengths, scores)
 
-    def redraft(self, context: Context, prefix: torch.Tensor, prefix_lengths: torch.Tensor
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def redraft(self, context: Context, prefix: torch.Tensor, prefix_lengths: torch.Tensor,
+                with_log_probs: bool = False) -> Draft:
         if self.realigns:
             return self._realign(context, prefix, prefix_lengths)
-        return self._redraft_given_prefix(context, prefix, prefix_lengths)
+        return self._redraft_given_prefix(context, prefix, prefix_lengths, with_log_probs)
 
     def _redraft_given_prefix(self, context: Context, prefix: torch.Tensor,
-                              prefix_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+                              prefix_lengths: torch.Tensor, with_log_probs: bool) -> Draft:
         """The predicted length's slots (one past the prefix if that is longer; at most the
         model's max_length), the prefix given in the first ones."""
         slots = torch.maximum(context["slots"], prefix_lengths + 1).clamp_max(
@@ -147,18 +166,21 @@ class NATDrafter(nn.Module):
             given = torch.nn.functional.pad(given, (0, width - given.size(1)),
                                             value=self.pad_id)
         given_mask = torch.arange(width, device=prefix.device)[None, :] < prefix_lengths[:, None]
-        tokens, _ = self.model.predict_slots(context["src"], context["memory"],
-                                             context["memory_padding"], padding,
-                                             given, given_mask & ~padding, with_scores=False)
+        tokens, scores = self.model.predict_slots(context["src"], context["memory"],
+                                                  context["memory_padding"], padding, given,
+                                                  given_mask & ~padding,
+                                                  with_scores=with_log_probs)
         tokens = tokens.masked_fill(padding, self.pad_id)
-        return tokens, cut_after_eos(tokens, slots, prefix_lengths, self.eos_id)
+        return Draft(tokens, cut_after_eos(tokens, slots, prefix_lengths, self.eos_id), scores)
 
     def _realign(self, context: Context, prefix: torch.Tensor, prefix_lengths: torch.Tensor
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+                 ) -> Draft:
         """A CTC draft continuing the prefix: the prefix aligned to slots 0..t, then the best
         tokens of slots t+1.., for the t with the best total score (raw logits: every slot
         counts once in any path, so the softmax normalisers cancel). A row whose prefix no
-        longer fits its slots gets an empty continuation (the verifier goes on alone)."""
+        longer fits its slots gets an empty continuation (the verifier goes on alone). The
+        continuation's log-probabilities are its slots' from the first pass, if it kept
+        them."""
         pad = self.pad_id
         hidden, slot_tokens, slots = context["hidden"], context["slot_tokens"], context["slots"]
         prefix = prefix[:, :max(int(prefix_lengths.max()), 1)]
@@ -177,13 +199,28 @@ class NATDrafter(nn.Module):
         tail = torch.where(positions > end[:, None], slot_tokens, pad).scatter(1, end[:, None],
                                                                                lead)
         tail = collapse_repeats(tail, pad).scatter(1, end[:, None], pad)
-        tail = left_align(tail.masked_fill(~feasible[:, None], pad), pad)
+        tail, tail_log_probs = left_align_with(tail.masked_fill(~feasible[:, None], pad),
+                                               context.get("slot_log_probs"), pad)
         width = prefix.size(1) + tail.size(1)
         tokens = torch.nn.functional.pad(prefix, (0, width - prefix.size(1)), value=pad)
         columns = prefix_lengths[:, None] + torch.arange(tail.size(1), device=tail.device)
         tokens = tokens.scatter(1, columns, tail)
+        log_probs = None if tail_log_probs is None else torch.zeros(
+            tokens.shape, device=tokens.device).scatter(1, columns, tail_log_probs)
         lengths = prefix_lengths + tail.ne(pad).sum(-1)
-        return tokens, cut_after_eos(tokens, lengths, prefix_lengths, self.eos_id)
+        return Draft(tokens, cut_after_eos(tokens, lengths, prefix_lengths, self.eos_id),
+                     log_probs)
+
+
+def left_align_with(tokens: torch.Tensor, scores: Optional[torch.Tensor], pad_id: int
+                    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """`left_align(tokens)`, with each token's score (B,T) moved along (None stays None)."""
+    if scores is None:
+        return left_align(tokens, pad_id), None
+    order = tokens.eq(pad_id).to(torch.int8).argsort(dim=-1, stable=True)
+    aligned = tokens.gather(1, order)
+    width = max(int(aligned.ne(pad_id).sum(-1).max()), 1)
+    return aligned[:, :width], scores.gather(1, order)[:, :width]
 
 
 def vocabulary_sizes(model: nn.Module) -> Optional[Tuple[int, int]]:

@@ -14,8 +14,11 @@ and overwritten later; the accepted prefix is never recomputed).
 `block_size` k: 0 verifies the whole rest of the draft at every step, the fewest passes
 when drafts are good. Every position of a block costs a decoder position and an output layer
 row whether it is accepted or not, so with a poor drafter in large batches (compute-bound)
-a small k (4–8) wastes less; at batch 1, where a pass costs about the same for one token or
-twenty, the whole draft pays.
+a small k (4–8) wastes less; where a pass costs about the same for one token or twenty (a
+GPU at batch 1), the whole draft pays. `min_confidence` p trims each row's block by the
+drafter's own belief instead: the block ends at the first draft token the drafter gives a
+probability below p (that token is still verified), so a pass after an unsure token does not
+pay for the positions behind it, which the verifier mostly rejects. 0 (default): off.
 
 Lossless: every accepted token is the AR model's greedy choice given the accepted prefix,
 under GreedySearch's length rules (`search: {max_length_a, max_length_b, min_length}`),
@@ -51,6 +54,7 @@ tokens (the accepted draft tokens + the AR model's own); `statistics()` summaris
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
@@ -58,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from paragen.errors import ConfigError
-from paragen.generators.drafting import build_drafter
+from paragen.generators.drafting import Draft, build_drafter
 from paragen.registry import build, register_generator
 from paragen.search.base import Search, select_rows
 from paragen.search.greedy import GreedySearch
@@ -74,6 +78,7 @@ class Rows:
     cursor: torch.Tensor  # (N,) the draft slot proposing output token `length`
     draft: torch.Tensor  # (N,D) draft tokens, then one spare column
     draft_len: torch.Tensor  # (N,)
+    draft_log_probs: torch.Tensor  # (N,D+1) the drafter's log-probability of each draft token
     max_len: torch.Tensor  # (N,) GreedySearch's length limit
     tokens: torch.Tensor  # (N,W) accepted tokens, then a column that takes discarded writes
     scores: torch.Tensor  # (N,) summed log-probabilities of the accepted tokens
@@ -94,12 +99,13 @@ class Rows:
 @register_generator
 class SpeculativeGenerator(nn.Module):
     def __init__(self, drafter: Union[str, nn.Module], block_size: int = 0, redraft: bool = True,
-                 accept_top: int = 1, accept_tolerance: float = 1.0,
+                 accept_top: int = 1, accept_tolerance: float = 1.0, min_confidence: float = 0.0,
                  search: Optional[Dict[str, Any]] = None, *, model: nn.Module, bos_id: int,
                  eos_id: int, pad_id: int, config_path: str = "task.generator"):
         """`drafter`: a NAT model folder or checkpoint sharing the AR model's tokenizer (or,
         in-process, a NAT model or a `Drafter`); `block_size`: draft tokens verified per
-        step (0: the whole rest of the draft)."""
+        step (0: the whole rest of the draft); `min_confidence`: end blocks at the first
+        draft token the drafter gives a lower probability (0: off)."""
         super().__init__()
         if block_size < 0:
             raise ValueError(f"{config_path}.block_size: ≥ 1, or 0 for the whole draft; got "
@@ -107,6 +113,9 @@ class SpeculativeGenerator(nn.Module):
         if accept_top < 1 or accept_tolerance < 0:
             raise ValueError(f"{config_path}: accept_top must be ≥ 1 (1: exact greedy) and "
                              f"accept_tolerance ≥ 0, got {accept_top} and {accept_tolerance}")
+        if not 0.0 <= min_confidence < 1.0:
+            raise ValueError(f"{config_path}.min_confidence: a probability in [0, 1) (0: off), "
+                             f"got {min_confidence}")
         search = {"class": "GreedySearch", **(search or {})}
         self.search = build("search", search, f"{config_path}.search")
         if not isinstance(self.search, GreedySearch):
@@ -123,6 +132,7 @@ class SpeculativeGenerator(nn.Module):
         self.drafter = build_drafter(drafter, model, eos_id, pad_id, config_path)
         self.block_size, self.accept_top = block_size, accept_top
         self.accept_tolerance = float(accept_tolerance)
+        self.min_confidence = float(min_confidence)
         self.redraft = redraft and self.drafter.can_redraft
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self._encoder_checked = False  # the model's weights load after the generator is built
@@ -163,15 +173,18 @@ class SpeculativeGenerator(nn.Module):
         if not self._encoder_checked and hasattr(self.drafter, "check_shared_encoder"):
             self.drafter.check_shared_encoder(model)
         self._encoder_checked = True
-        context, draft, draft_len = self.drafter.first_draft(src, memory, memory_padding)
+        context, first = self.drafter.first_draft(src, memory, memory_padding,
+                                                  with_log_probs=self.min_confidence > 0)
         self.draft_passes += 1
         max_len = self.search.max_lengths(model.decoder, memory_padding)
         bsz, device = src.size(0), src.device
         width = int(max_len.max()) + 2  # output positions 0..max_len, then the discard column
-        draft = F.pad(draft, (0, max(width, draft.size(1) + 1) - draft.size(1)), value=pad)
+        spare = max(width, first.tokens.size(1) + 1) - first.tokens.size(1)
         zeros = torch.zeros(bsz, dtype=torch.long, device=device)
         rows = Rows(index=torch.arange(bsz, device=device), length=zeros, cursor=zeros.clone(),
-                    last=torch.full_like(zeros, self.bos_id), draft=draft, draft_len=draft_len,
+                    last=torch.full_like(zeros, self.bos_id),
+                    draft=F.pad(first.tokens, (0, spare), value=pad), draft_len=first.lengths,
+                    draft_log_probs=F.pad(draft_log_probs(first), (0, spare)),
                     max_len=max_len, tokens=torch.full((bsz, width), pad, device=device),
                     scores=torch.zeros(bsz, device=device),
                     live=torch.ones(bsz, dtype=torch.bool, device=device),
@@ -209,6 +222,8 @@ class SpeculativeGenerator(nn.Module):
         room = torch.minimum(rows.draft_len - rows.cursor, rows.max_len - rows.length)
         if self.block_size:
             room = room.clamp_max(self.block_size)
+        if self.min_confidence:
+            room = self._trim_unsure(rows, room)
         k = room.clamp_min(0).masked_fill_(~rows.live, 0)  # (N,) draft tokens verified
         width = int(k.max())
         offsets = torch.arange(width + 1, device=k.device)
@@ -252,16 +267,25 @@ class SpeculativeGenerator(nn.Module):
         if self.redraft and bool(stale.any()):
             self._redraft(rows, stale.nonzero().squeeze(1))
 
+    def _trim_unsure(self, rows: Rows, room: torch.Tensor) -> torch.Tensor:
+        """(N,) block sizes cut at each row's first draft token below `min_confidence`,
+        that token included."""
+        span = torch.arange(max(int(room.max()), 1), device=room.device)
+        slots = (rows.cursor[:, None] + span).clamp_max(rows.draft_log_probs.size(1) - 1)
+        sure = rows.draft_log_probs.gather(1, slots) >= math.log(self.min_confidence)
+        return torch.minimum(room, sure.long().cumprod(1).sum(1) + 1)
+
     def _redraft(self, rows: Rows, need: torch.Tensor) -> None:
         """New drafts for rows `need` (M,), given their accepted tokens."""
         context = {key: value.index_select(0, need) for key, value in rows.context.items()}
         prefix_len = rows.length.index_select(0, need)
-        tokens, lengths = self.drafter.redraft(context, rows.tokens.index_select(0, need),
-                                               prefix_len)
+        new = self.drafter.redraft(context, rows.tokens.index_select(0, need), prefix_len,
+                                   with_log_probs=self.min_confidence > 0)
         self.draft_passes += 1
-        spare = rows.draft.size(1) - tokens.size(1)
-        rows.draft.index_copy_(0, need, F.pad(tokens, (0, spare), value=self.pad_id))
-        rows.draft_len.index_copy_(0, need, lengths.clamp_max(rows.draft.size(1) - 1))
+        spare = rows.draft.size(1) - new.tokens.size(1)
+        rows.draft.index_copy_(0, need, F.pad(new.tokens, (0, spare), value=self.pad_id))
+        rows.draft_log_probs.index_copy_(0, need, F.pad(draft_log_probs(new), (0, spare)))
+        rows.draft_len.index_copy_(0, need, new.lengths.clamp_max(rows.draft.size(1) - 1))
         rows.cursor.index_copy_(0, need, prefix_len)
 
     def constrain_(self, lprobs: torch.Tensor, steps: torch.Tensor, max_len: torch.Tensor
@@ -301,4 +325,12 @@ class SpeculativeGenerator(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"block_size={self.block_size}, redraft={self.redraft}, "
-                f"accept_top={self.accept_top}, accept_tolerance={self.accept_tolerance}")
+                f"accept_top={self.accept_top}, accept_tolerance={self.accept_tolerance}, "
+                f"min_confidence={self.min_confidence}")
+
+
+def draft_log_probs(draft: Draft) -> torch.Tensor:
+    """The draft's log-probabilities, float32; 0 (sure) for a drafter that gives none."""
+    if draft.log_probs is None:
+        return torch.zeros(draft.tokens.shape, device=draft.tokens.device)
+    return draft.log_probs.float()
