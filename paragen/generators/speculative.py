@@ -78,7 +78,7 @@ class Rows:
     cursor: torch.Tensor  # (N,) the draft slot proposing output token `length`
     draft: torch.Tensor  # (N,D) draft tokens, then one spare column
     draft_len: torch.Tensor  # (N,)
-    draft_log_probs: torch.Tensor  # (N,D+1) the drafter's log-probability of each draft token
+    draft_log_probs: torch.Tensor  # (N,D) the drafter's log-probability of each draft token
     max_len: torch.Tensor  # (N,) GreedySearch's length limit
     tokens: torch.Tensor  # (N,W) accepted tokens, then a column that takes discarded writes
     scores: torch.Tensor  # (N,) summed log-probabilities of the accepted tokens
