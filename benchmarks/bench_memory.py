@@ -47,7 +47,8 @@ def main() -> None:
     torch.set_num_threads(1)
     _, settings = bench.settings_for(args.model)
     setting = dict(settings)[args.setting]
-    lines, references = read_lines(args.input), read_lines(args.reference)
+    lines = read_lines(args.input)
+    bench.read_references(args.reference, len(lines))  # as bench: line-aligned, or an error
     result = {"command": " ".join(["python"] + sys.argv), "model": args.model,
               "setting": args.setting, "sentences_scored": len(lines),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

@@ -172,8 +172,8 @@ def main(argv: List[str]) -> int:
     references = read_lines(args.reference)[:len(lines)]
     search = greedy_search(args.model)
     task = load_trained_task(args.model, "infer",
-                             [f"env.device={args.device}", f"env.precision={args.precision}"], search=search,
-                             needs=Translator)
+                             [f"env.device={args.device}", f"env.precision={args.precision}"],
+                             search=search, needs=Translator)
     drafter = load_trained_model(args.drafter, "drafter")
     systems = build_systems(task, drafter, search, args)
     split = task.encode(lines)

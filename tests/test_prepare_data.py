@@ -33,7 +33,7 @@ def test_copy_from_data_dir(data_dir, tmp_path, capsys):
             name = f"{split}.{lang}"
             assert (out / name).read_bytes() == (data_dir / "multi30k" / name).read_bytes()
     assert len(capsys.readouterr().out.strip().splitlines()) == 6
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{s}.{l}" for s in SPLITS for l in "de en".split())
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{s}.{lang}" for s in SPLITS for lang in "de en".split())
 
 
 def test_copy_lists_missing_files(tmp_path):
