@@ -206,7 +206,7 @@ class NATDrafter(nn.Module):
         columns = prefix_lengths[:, None] + torch.arange(tail.size(1), device=tail.device)
         tokens = tokens.scatter(1, columns, tail)
         log_probs = None if tail_log_probs is None else torch.zeros(
-            tokens.shape, device=tokens.device).scatter(1, columns, tail_log_probs)
+            tokens.shape, device=tokens.device).scatter(1, columns, tail_log_probs.float())
         lengths = prefix_lengths + tail.ne(pad).sum(-1)
         return Draft(tokens, cut_after_eos(tokens, lengths, prefix_lengths, self.eos_id),
                      log_probs)
