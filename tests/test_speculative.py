@@ -3,6 +3,7 @@ acceptance counts, length rules, relaxed acceptance, refusals, and `paragen gene
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -405,6 +406,19 @@ def test_ctc_draft_log_probs_are_those_of_the_first_slot_of_each_token():
         n = int(draft.lengths[b])
         assert draft.tokens[b, :n].tolist() == expected_tokens[:n]
         assert draft.log_probs[b, :n].tolist() == pytest.approx(expected_scores[:n], abs=1e-5)
+
+
+def test_warns_once_that_bf16_output_may_differ_from_greedy(caplog):
+    model, nat, src = make_ar(0), make_nat(GLAT), sources(4, seed=2)
+    with caplog.at_level(logging.WARNING, logger="paragen"):
+        speculative(model, nat)(src)
+        assert "may differ" not in caplog.text
+        generator = speculative(model.to(torch.bfloat16), nat)
+        generator(src)
+        generator(src)
+        relaxed = speculative(model, nat, accept_top=2)  # not greedy's anyway: no warning
+        relaxed(src)
+    assert caplog.text.count("may differ from greedy") == 1
 
 
 # ---------------------------------------------------------------- relaxed acceptance
