@@ -56,23 +56,24 @@ def greedy_search(model: str) -> Dict[str, Any]:
 def build_systems(task, drafter, search: Dict[str, Any], args) -> List[Tuple[str, Any]]:
     ids = {"bos_id": task.tgt_tokenizer.bos_id, "eos_id": task.tgt_tokenizer.eos_id,
            "pad_id": task.tgt_tokenizer.pad_id}
+
+    def drafted(**options) -> SpeculativeGenerator:
+        return SpeculativeGenerator(drafter, **{"block_size": args.block_size[0], **options},
+                                    search=search, model=task.model, **ids)
+
     systems = [("greedy", task.generator)]
     for block in args.block_size:
         for redraft in (True,) if args.redraft_only else (True, False):
             name = f"spec k={block or 'all'}" + (" redraft" if redraft else " stale")
-            systems.append((name, SpeculativeGenerator(drafter, block_size=block,
-                                                       redraft=redraft, search=search,
-                                                       model=task.model, **ids)))
+            systems.append((name, drafted(block_size=block, redraft=redraft)))
+    first = f"spec k={args.block_size[0] or 'all'}"
     for confidence in args.min_confidence:
-        systems.append((f"spec k={args.block_size[0] or 'all'} redraft conf>={confidence}",
-                        SpeculativeGenerator(drafter, block_size=args.block_size[0],
-                                             min_confidence=confidence, search=search,
-                                             model=task.model, **ids)))
+        systems.append((f"{first} redraft conf>={confidence}",
+                        drafted(min_confidence=confidence)))
     for relaxed in args.relaxed:
         top, tolerance = relaxed.split(":")
-        systems.append((f"spec relaxed top{top} tol{tolerance}", SpeculativeGenerator(
-            drafter, block_size=args.block_size[0], accept_top=int(top),
-            accept_tolerance=float(tolerance), search=search, model=task.model, **ids)))
+        systems.append((f"spec relaxed top{top} tol{tolerance}",
+                        drafted(accept_top=int(top), accept_tolerance=float(tolerance))))
     return [(name, generator.eval()) for name, generator in systems]
 
 

@@ -58,8 +58,8 @@ MASK_PREDICT = [("single", {"iterations": 1, "length_beam": 1}),
 DAG_SETTINGS = [(name, {"strategy": name}) for name in ("greedy", "lookahead", "viterbi")]
 CT2 = "CTranslate2"  # the system name of a CTranslate2 export (`CTranslate2Generator` settings)
 CT2_SETTINGS = [("greedy", {"beam_size": 1}), ("beam4", {"beam_size": 4})]
-# An AR model with a NAT drafter: its stored drafter, the whole draft or 4 tokens per step.
-# the whole draft, 4 tokens, and the whole draft up to the first token the drafter is unsure of
+# An AR model with a NAT drafter: the whole draft, 4 tokens per step, or the whole draft up to
+# the first token the drafter gives less than 0.9
 SPECULATIVE = [("speculative", {"block_size": 0}), ("speculative-4", {"block_size": 4}),
                ("speculative-trimmed", {"block_size": 0, "min_confidence": 0.9})]
 

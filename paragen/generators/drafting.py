@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from paragen.errors import ConfigError
-from paragen.generators.nat import collapse_repeats, left_align
+from paragen.generators.nat import collapse_repeats, left_align_with
 from paragen.interfaces import DAGModel, NATModel
 from paragen.modules.alignments import ctc_prefix_ends, lattice_states
 from paragen.model_folder import stored_config
@@ -210,17 +210,6 @@ class NATDrafter(nn.Module):
         lengths = prefix_lengths + tail.ne(pad).sum(-1)
         return Draft(tokens, cut_after_eos(tokens, lengths, prefix_lengths, self.eos_id),
                      log_probs)
-
-
-def left_align_with(tokens: torch.Tensor, scores: Optional[torch.Tensor], pad_id: int
-                    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """`left_align(tokens)`, with each token's score (B,T) moved along (None stays None)."""
-    if scores is None:
-        return left_align(tokens, pad_id), None
-    order = tokens.eq(pad_id).to(torch.int8).argsort(dim=-1, stable=True)
-    aligned = tokens.gather(1, order)
-    width = max(int(aligned.ne(pad_id).sum(-1).max()), 1)
-    return aligned[:, :width], scores.gather(1, order)[:, :width]
 
 
 def vocabulary_sizes(model: nn.Module) -> Optional[Tuple[int, int]]:

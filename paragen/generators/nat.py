@@ -190,10 +190,16 @@ def collapse_repeats(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 def left_align(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     """Move non-pad tokens to the left, keeping their order (a stable sort on is-pad)."""
+    return left_align_with(tokens, None, pad_id)[0]
+
+
+def left_align_with(tokens: torch.Tensor, scores: Optional[torch.Tensor], pad_id: int
+                    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """`left_align(tokens)`, with each token's score (B,T) moved along (None stays None)."""
     order = tokens.eq(pad_id).to(torch.int8).argsort(dim=-1, stable=True)
     aligned = tokens.gather(1, order)
-    width = int(aligned.ne(pad_id).sum(-1).max()) if aligned.numel() else 0
-    return aligned[:, :max(width, 1)]
+    width = max(int(aligned.ne(pad_id).sum(-1).max()) if aligned.numel() else 0, 1)
+    return aligned[:, :width], None if scores is None else scores.gather(1, order)[:, :width]
 
 
 def candidate_bodies(tokens: torch.Tensor, eos_id: int, pad_id: int
