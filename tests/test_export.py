@@ -221,3 +221,37 @@ def test_a_model_trained_in_bf16_exports_float32_graphs(small_corpus, test_sourc
                               beam=1)
     tokens, _, _ = decode(str(exported), test_sources, beam=1)
     assert torch.equal(tokens, ref_tokens)
+
+
+@pytest.mark.slow
+def test_onnx_attention_is_one_fused_node_unless_portable(trained, test_sources, tmp_path):
+    """By default every uncached attention is onnxruntime's MultiHeadAttention node (the AR step
+    graph's cached attention stays standard); `--portable` writes standard operators only.
+    Both decode token for token as the PyTorch model."""
+    import onnx
+
+    reference = decode(str(trained / "glat_ctc"), test_sources)[0]
+    layers = 1  # tiny_config: one encoder and one decoder layer; a decoder layer has two
+    for name, extra in (("fused", []), ("portable", ["--portable"])):
+        folder = tmp_path / name
+        assert main(["export", "--model", str(trained / "glat_ctc"), "--format", "onnx",
+                     "--output", str(folder), *extra]) == 0
+        assert json.loads((folder / "export.json").read_text())["fused_attention"] == (
+            name == "fused")
+        fused_nodes = {graph: sum(node.op_type == "MultiHeadAttention"
+                                  for node in onnx.load(str(folder / f"{graph}.onnx")).graph.node)
+                       for graph in ("encoder", "tokens")}
+        assert fused_nodes == ({"encoder": layers, "tokens": 2 * layers} if name == "fused"
+                               else {"encoder": 0, "tokens": 0})
+        assert torch.equal(decode(str(folder), test_sources)[0], reference), name
+    ar = tmp_path / "ar"
+    assert main(["export", "--model", str(trained / "ar"), "--format", "onnx",
+                 "--output", str(ar)]) == 0
+    step = onnx.load(str(ar / "step.onnx")).graph.node
+    assert not any(node.op_type == "MultiHeadAttention" for node in step)
+    assert sum(node.op_type == "MultiHeadAttention"
+               for node in onnx.load(str(ar / "encoder.onnx")).graph.node) == layers
+    with pytest.raises(ConfigError, match="--portable applies to --format onnx"):
+        from paragen.exporting.export import export_model
+
+        export_model(str(trained / "ar"), "torchscript", str(tmp_path / "ts"), portable=True)

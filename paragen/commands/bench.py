@@ -278,10 +278,11 @@ def build_systems(args: argparse.Namespace, lines: List[str],
         # export; another exported one is quantized at export
         quantizable = [False, True] if args.quantize and (
             not is_exported(model) or kind == CT2 and not ct2_int8) else [False]
-        # int8 is an fp32 model's variant; bf16 runs unquantized (CTranslate2: not at all)
+        # int8 is an fp32 model's variant; bf16 runs unquantized, and only PyTorch models
+        # (an exported model's precision was fixed at export)
         variants = [(precision, quantize) for precision in args.precision
                     for quantize in (quantizable if precision == "fp32" else [False])
-                    if kind != CT2 or precision == "fp32"]
+                    if precision == "fp32" or not is_exported(model)]
         for (name, setting), (precision, quantize), threads in itertools.product(
                 settings, variants, args.threads):
             if args.only and name not in args.only:

@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize", choices=["int8"],
                         help="int8 weights: ONNX through onnxruntime's dynamic quantization, "
                              "CTranslate2 with its own per-row scales")
+    parser.add_argument("--portable", action="store_true",
+                        help="ONNX: standard operators only, for engines other than "
+                             "onnxruntime (by default uncached attention is written as "
+                             "onnxruntime's fused MultiHeadAttention node, which is faster)")
     parser.add_argument("--lib", action="append", default=[],
                         help="plug-in module or folder to import (repeatable)")
 
@@ -25,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from paragen.exporting.export import export_model
 
     manifest = export_model(args.model, args.format, args.output, args.lib,
-                            quantize=args.quantize == "int8")
+                            quantize=args.quantize == "int8", portable=args.portable)
     kind = args.format + (" int8" if args.quantize else "")
     parts = f" ({', '.join(manifest['graphs'])})" if manifest["graphs"] else ""
     print(f"exported {manifest['family'].upper()} model {args.model} as {kind}{parts} "

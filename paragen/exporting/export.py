@@ -20,6 +20,7 @@ import torch
 
 from paragen.decoders import TransformerDecoder
 from paragen.errors import ConfigError
+from paragen.exporting.fused_attention import CONTRIB_DOMAIN, fusing_attention
 from paragen.exporting.graphs import DYNAMIC_AXES, GRAPHS, INPUT_NAMES, OUTPUT_NAMES, example_inputs
 from paragen.interfaces import DAGModel, NATModel
 from paragen.model_folder import ENGINES, MANIFEST, SUFFIX, resolve_checkpoint, stored_config
@@ -32,12 +33,14 @@ ONNX_OPSET = 17
 
 
 def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
-                 quantize: bool = False) -> Dict[str, Any]:
+                 quantize: bool = False, portable: bool = False) -> Dict[str, Any]:
     """Export the checkpoint `model` (folder or .pt) to the folder `output`; returns the manifest.
 
     `quantize` (ONNX) stores MatMul/Gemm weights as int8 with onnxruntime's dynamic
-    quantization: smaller and faster on CPU, but no longer token-for-token equal. The
-    `ctranslate2` format is a CTranslate2 model instead of graphs (`ctranslate2.py`).
+    quantization: smaller and faster on CPU, but no longer token-for-token equal. ONNX graphs
+    write uncached attention as onnxruntime's fused operator unless `portable`
+    (`fused_attention.py`). The `ctranslate2` format is a CTranslate2 model instead of graphs
+    (`ctranslate2.py`).
     """
     if fmt == "ctranslate2":
         from paragen.exporting.ctranslate2 import export_ctranslate2
@@ -48,24 +51,28 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
                           f"got {fmt!r}")
     if quantize and fmt != "onnx":
         raise ConfigError("--quantize int8 applies to --format onnx and ctranslate2")
+    if portable and fmt != "onnx":
+        raise ConfigError("--portable applies to --format onnx")
+    fused = fmt == "onnx" and not portable
     check_output(output)
     checkpoint = resolve_checkpoint(model)
     task = load_float32_task(checkpoint, libs)
     net = task.model.eval()
     family = _family(net, model)
     manifest = {"format": fmt, "family": family, "graphs": list(GRAPHS[family]),
-                "quantized": "int8" if quantize else None,
+                "quantized": "int8" if quantize else None, "fused_attention": fused,
                 "source": os.path.abspath(checkpoint), "model_class": type(net).__name__,
                 **_family_settings(net, family),
                 "config": runtime_config(checkpoint)}
 
     def write_graphs(staging: str) -> None:
         inputs = example_inputs(net, family)
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), fusing_attention(fused):
             warnings.simplefilter("ignore")  # tracer chatter about constants we chose
             for name, graph_class in GRAPHS[family].items():
                 path = os.path.join(staging, name + SUFFIX[fmt])
-                _write_graph(graph_class(net).eval(), inputs[name], family, name, fmt, path)
+                _write_graph(graph_class(net).eval(), inputs[name], family, name, fmt, path,
+                             fused)
                 if quantize:
                     _quantize_int8(path)
 
@@ -120,7 +127,7 @@ def _family(net: torch.nn.Module, model: str) -> str:
 
 
 def _write_graph(graph: torch.nn.Module, inputs: tuple, family: str, name: str, fmt: str,
-                 path: str) -> None:
+                 path: str, fused: bool) -> None:
     if fmt == "torchscript":
         torch.jit.trace(graph, inputs, check_trace=False).save(path)
         return
@@ -130,7 +137,8 @@ def _write_graph(graph: torch.nn.Module, inputs: tuple, family: str, name: str, 
                       output_names=OUTPUT_NAMES[family][name],
                       dynamic_axes={key: axes for key, axes in DYNAMIC_AXES[family][name].items()
                                     if key in names},
-                      opset_version=ONNX_OPSET, dynamo=False)
+                      opset_version=ONNX_OPSET, dynamo=False,
+                      custom_opsets={CONTRIB_DOMAIN: 1} if fused else None)
 
 
 def _quantize_int8(path: str) -> None:
