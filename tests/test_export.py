@@ -225,32 +225,31 @@ def test_a_model_trained_in_bf16_exports_float32_graphs(small_corpus, test_sourc
 
 @pytest.mark.slow
 def test_onnx_attention_is_one_fused_node_unless_portable(trained, test_sources, tmp_path):
-    """By default every uncached attention is onnxruntime's MultiHeadAttention node (the AR step
-    graph's cached attention stays standard); `--portable` writes standard operators only.
-    Both decode token for token as the PyTorch model."""
+    """By default attention is onnxruntime's MultiHeadAttention node wherever it fits: the
+    encoder's, a NAT decoder's, an AR step's self- and cross-attention, the block graph's
+    cross-attention (its self-attention writes a scattered cache: standard operators).
+    `--portable` writes standard operators only. All decode token for token as PyTorch."""
     import onnx
 
-    reference = decode(str(trained / "glat_ctc"), test_sources)[0]
-    layers = 1  # tiny_config: one encoder and one decoder layer; a decoder layer has two
-    for name, extra in (("fused", []), ("portable", ["--portable"])):
-        folder = tmp_path / name
-        assert main(["export", "--model", str(trained / "glat_ctc"), "--format", "onnx",
-                     "--output", str(folder), *extra]) == 0
-        assert json.loads((folder / "export.json").read_text())["fused_attention"] == (
-            name == "fused")
-        fused_nodes = {graph: sum(node.op_type == "MultiHeadAttention"
-                                  for node in onnx.load(str(folder / f"{graph}.onnx")).graph.node)
-                       for graph in ("encoder", "tokens")}
-        assert fused_nodes == ({"encoder": layers, "tokens": 2 * layers} if name == "fused"
-                               else {"encoder": 0, "tokens": 0})
-        assert torch.equal(decode(str(folder), test_sources)[0], reference), name
-    ar = tmp_path / "ar"
-    assert main(["export", "--model", str(trained / "ar"), "--format", "onnx",
-                 "--output", str(ar)]) == 0
-    step = onnx.load(str(ar / "step.onnx")).graph.node
-    assert not any(node.op_type == "MultiHeadAttention" for node in step)
-    assert sum(node.op_type == "MultiHeadAttention"
-               for node in onnx.load(str(ar / "encoder.onnx")).graph.node) == layers
+    def fused_nodes(folder, graphs):
+        return {graph: sum(node.op_type == "MultiHeadAttention"
+                           for node in onnx.load(str(folder / f"{graph}.onnx")).graph.node)
+                for graph in graphs}
+
+    layers = 1  # tiny_config: one encoder and one decoder layer
+    for family, graphs, fused_counts, beam in (
+            ("glat_ctc", ("encoder", "tokens"), (layers, 2 * layers), None),
+            ("ar", ("encoder", "step", "block"), (layers, 2 * layers, layers), 4)):
+        reference = decode(str(trained / family), test_sources, beam=beam)[0]
+        for name, extra in (("fused", []), ("portable", ["--portable"])):
+            folder = tmp_path / f"{family}-{name}"
+            assert main(["export", "--model", str(trained / family), "--format", "onnx",
+                         "--output", str(folder), *extra]) == 0
+            manifest = json.loads((folder / "export.json").read_text())
+            assert manifest["fused_attention"] == (name == "fused")
+            expected = fused_counts if name == "fused" else (0,) * len(graphs)
+            assert fused_nodes(folder, graphs) == dict(zip(graphs, expected))
+            assert torch.equal(decode(str(folder), test_sources, beam=beam)[0], reference), name
     with pytest.raises(ConfigError, match="--portable applies to --format onnx"):
         from paragen.exporting.export import export_model
 

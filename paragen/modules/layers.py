@@ -21,8 +21,8 @@ LayerCache = Dict[str, torch.Tensor]
 class MultiheadAttention(nn.Module):
     """Multi-head attention with a fused QKV projection and an optional key/value cache."""
 
-    # While `paragen export` writes ONNX graphs it sets this to a function that writes an
-    # uncached attention with a key padding mask as one fused node
+    # While `paragen export` writes ONNX graphs it sets this to a function that writes the
+    # attention as one fused node where it can, and returns None where it cannot
     # (`paragen.exporting.fused_attention`); None otherwise.
     export_attention = None
 
@@ -51,9 +51,11 @@ class MultiheadAttention(nn.Module):
         `cache_positions` (B,Tq): the cache holds rows of different lengths (see
         `write_at_positions`); `attn_mask` (B,1,Tq,Tk) then says which entries each query sees.
         """
-        if self.export_attention is not None and cache is None and not is_causal \
-                and attn_mask is not None and attn_mask.shape[1:3] == (1, 1):
-            return self.export_attention(x, memory, attn_mask)
+        if self.export_attention is not None:
+            fused = self.export_attention(x, memory, attn_mask, is_causal, cache,
+                                          cache_positions)
+            if fused is not None:
+                return fused
         if self.self_attention:
             q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
             q, k, v = self._heads(q), self._heads(k), self._heads(v)
