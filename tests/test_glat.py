@@ -497,3 +497,30 @@ def test_single_pass_without_scores_decodes_the_same_tokens(ctc_upsample):
     expected, scores = scored(src)
     assert none is None and scores.shape == (6,) and bool((scores < 0).all())
     assert torch.equal(tokens, expected)
+
+
+def test_the_exported_graphs_output_layer_equals_the_eager_one():
+    """`_traced_best_tokens` (what `paragen export` traces: real slots gathered, a two-stage
+    argmax, results scattered back) gives `best_tokens`'s tokens and scores, pad and 0 on
+    padded slots; `argmax_in_chunks` is argmax, ties included."""
+    from paragen.models.nat.base import argmax_in_chunks
+
+    torch.manual_seed(0)
+    model = tiny_glat()
+    hidden = torch.randn(3, 7, 16)
+    padding = torch.arange(7)[None, :] >= torch.tensor([[7], [3], [5]])
+    for pad in (padding, None):
+        for with_scores in (True, False):
+            expected = model.best_tokens(hidden, pad, with_scores)
+            traced = model._traced_best_tokens(hidden, pad, with_scores)
+            assert torch.equal(traced[0], expected[0])
+            assert (traced[1] is None) == (not with_scores)
+            if with_scores:
+                assert torch.allclose(traced[1], expected[1])
+    logits = torch.randn(50, 8000)
+    logits[:10] = 1.0  # all tied: the first index wins
+    logits[10:20, 4321] = logits[10:20, 7999] = 9.0  # a tie across chunks
+    assert torch.equal(argmax_in_chunks(logits), logits.argmax(-1))
+    assert argmax_in_chunks(logits)[:20].tolist() == [0] * 10 + [4321] * 10
+    prime = torch.randn(6, 7919)  # no divisor ≥ 16: one plain argmax
+    assert torch.equal(argmax_in_chunks(prime), prime.argmax(-1))
