@@ -184,3 +184,26 @@ def test_generate_and_serve_an_exported_dag(exported, test_sources, tmp_path):
         reply = client.post("/v1/generate", json={"inputs": test_sources[:3]})
         assert reply.status_code == 200
         assert reply.json()["outputs"] == expected[:3]
+
+
+def test_onnx_profile_sums_node_time_by_operator(exported, test_sources, tmp_path):
+    """`benchmarks/onnx_profile.py` profiles the timed passes of an ONNX folder: shares by
+    operator per graph, the fused attention node among them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sources = tmp_path / "in.de"
+    sources.write_text("\n".join(test_sources) + "\n", encoding="utf-8")
+    output = tmp_path / "profile.json"
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "onnx_profile.py"
+    subprocess.run([sys.executable, str(script), "--model", str(exported["dat", "onnx"]),
+                    "--input", str(sources), "--repeats", "1", "--output", str(output)],
+                   check=True, capture_output=True)
+    [row] = json.loads(output.read_text())["models"]
+    assert row["fused_attention"] and row["timing"]["sentences_per_s"] > 0
+    assert set(row["graphs"]) == {"encoder", "graph"}
+    for graph in row["graphs"].values():
+        shares = graph["share_by_operator"]
+        assert graph["node_seconds"] > 0 and 0.9 < sum(shares.values()) <= 1.0001
+        assert shares["MultiHeadAttention"] > 0

@@ -38,6 +38,9 @@ class GraphRunner:
     """
 
     run_options = None  # onnxruntime.RunOptions of every ONNX call: `releasing_memory` sets it
+    # A path prefix: ONNX sessions made while it is set record onnxruntime's profile of every
+    # call there (`benchmarks/onnx_profile.py` sets it); None otherwise.
+    profile_prefix = None
 
     def __init__(self, folder: str, fmt: str, names: List[str], threads: Optional[int] = None):
         self.fmt, self.graphs = fmt, {}
@@ -60,6 +63,9 @@ class GraphRunner:
                             f"(pip install 'paragen[export]')") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        if self.profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = self.profile_prefix
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         return session, {i.name for i in session.get_inputs()}
 
