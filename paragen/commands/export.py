@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "CTranslate2 with its own per-row scales")
     parser.add_argument("--portable", action="store_true",
                         help="ONNX: standard operators only, for engines other than "
-                             "onnxruntime (by default uncached attention is written as "
-                             "onnxruntime's fused MultiHeadAttention node, which is faster)")
+                             "onnxruntime (by default attention is written as onnxruntime's "
+                             "fused MultiHeadAttention node wherever it fits, which is faster)")
     parser.add_argument("--lib", action="append", default=[],
                         help="plug-in module or folder to import (repeatable)")
 

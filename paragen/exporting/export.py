@@ -38,7 +38,7 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
 
     `quantize` (ONNX) stores MatMul/Gemm weights as int8 with onnxruntime's dynamic
     quantization: smaller and faster on CPU, but no longer token-for-token equal. ONNX graphs
-    write uncached attention as onnxruntime's fused operator unless `portable`
+    write attention as onnxruntime's fused operator wherever it fits, unless `portable`
     (`fused_attention.py`). The `ctranslate2` format is a CTranslate2 model instead of graphs
     (`ctranslate2.py`).
     """

@@ -3,8 +3,8 @@
 The standard-ONNX form of `scaled_dot_product_attention` is a chain of about fifteen nodes per
 attention (head reshapes and transposes, two MatMuls, the scale, the mask's Where/IsNaN, the
 softmax) plus a Slice per fused QKV projection. On CPU, at the small widths of NAT models, those
-nodes cost more than the arithmetic they wrap: in GLAT + CTC's int8 decoder they took about a
-quarter of the time, and they made up most of the AR step graph's 621 nodes (253 fused).
+nodes cost more than the arithmetic they wrap: in GLAT + CTC's int8 graphs they took about 30%
+of the node time, and they made up most of the AR step graph's 621 nodes (253 fused).
 ONNX Runtime's contrib operator does a whole attention in one kernel. Its CPU version takes
 separate query, key and value tensors, which covers:
   - attention without a cache, masked by key padding (B,1,1,Tk): encoder self-attention, NAT
