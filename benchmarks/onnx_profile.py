@@ -64,7 +64,8 @@ def node_times(profile_file: str, skip_calls: int) -> Dict[str, float]:
 
 
 def profile_folder(folder: str, lines: List[str], args: argparse.Namespace) -> Dict[str, Any]:
-    if not is_exported(folder) or read_manifest(folder).get("format") != "onnx":
+    manifest = read_manifest(folder) if is_exported(folder) else {}
+    if manifest.get("format") != "onnx":
         raise ConfigError(f"--model {folder}: expected an ONNX export (paragen export "
                           f"--format onnx)")
     with tempfile.TemporaryDirectory() as scratch:
@@ -93,7 +94,6 @@ def profile_folder(folder: str, lines: List[str], args: argparse.Namespace) -> D
                                 op: round(t / total, 4)
                                 for op, t in sorted(times.items(), key=lambda x: -x[1])
                                 if t / total >= 0.001}}
-    manifest = read_manifest(folder)
     return {"model": folder, "quantized": manifest.get("quantized"),
             "fused_attention": manifest.get("fused_attention", False), "timing": timing,
             "graphs": graphs}

@@ -26,22 +26,18 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from paragen.modules.layers import LayerCache, MultiheadAttention
+from paragen.modules.layers import LayerCache, MultiheadAttention, split_heads
 
 CONTRIB_DOMAIN = "com.microsoft"
-
-
-def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:  # (B,T,D) → (B,H,T,Dh)
-    return x.view(x.size(0), x.size(1), num_heads, -1).transpose(1, 2)
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
             keep: Optional[torch.Tensor]) -> torch.Tensor:
     """What the fused node computes: q (B,T,D); k, v as (B,Tk,D) or already (B,H,Tk,Dh)."""
     if k.dim() == 3:
-        k, v = _heads(k, num_heads), _heads(v, num_heads)
+        k, v = split_heads(k, num_heads), split_heads(v, num_heads)
     mask = None if keep is None else keep.bool()[:, None, None, :]
-    out = F.scaled_dot_product_attention(_heads(q, num_heads), k, v, attn_mask=mask)
+    out = F.scaled_dot_product_attention(split_heads(q, num_heads), k, v, attn_mask=mask)
     return out.transpose(1, 2).reshape(q.shape)
 
 
@@ -80,8 +76,8 @@ class _StepSelfAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, past_k, past_v, num_heads: int):
-        keys = torch.cat([past_k, _heads(k, num_heads)], dim=2)
-        values = torch.cat([past_v, _heads(v, num_heads)], dim=2)
+        keys = torch.cat([past_k, split_heads(k, num_heads)], dim=2)
+        values = torch.cat([past_v, split_heads(v, num_heads)], dim=2)
         return _attend(q, keys, values, num_heads, None), keys, values
 
     @staticmethod

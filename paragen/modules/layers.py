@@ -39,8 +39,8 @@ class MultiheadAttention(nn.Module):
             self.kv_proj = nn.Linear(d_model, 2 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B,T,D) -> (B,H,T,Dh)
-        return x.view(x.size(0), x.size(1), self.num_heads, self.head_dim).transpose(1, 2)
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return split_heads(x, self.num_heads)
 
     def forward(self, x: torch.Tensor, memory: Optional[torch.Tensor] = None,
                 attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False,
@@ -91,6 +91,11 @@ class MultiheadAttention(nn.Module):
                     dropout_p=self.dropout if self.training else 0.0)
         out = out.transpose(1, 2).reshape(x.size(0), x.size(1), -1)
         return self.out_proj(out)
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B,T,D) → (B,H,T,Dh)."""
+    return x.view(x.size(0), x.size(1), num_heads, x.size(2) // num_heads).transpose(1, 2)
 
 
 def write_at_positions(cache: LayerCache, k: torch.Tensor, v: torch.Tensor,
