@@ -25,6 +25,10 @@ MANIFEST = "export.json"
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}  # graph formats: one file per graph
 ENGINES = ("ctranslate2",)  # whole-model formats, run by their own engine (no graphs)
 FAMILIES = ("ar", "nat", "dag", "crf", "classifier")  # the graph sets `paragen export` writes
+# How an AR export's step and block graphs take their cache (`exporting/graphs.py`): each
+# decoder layer's keys and values as inputs and outputs of their own. AR exports without this
+# manifest key packed them into one tensor.
+AR_CACHE_LAYOUT = "per_layer"
 CHECKPOINT_PREFERENCE = ("best.pt", "average.pt", "last.pt")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
 

@@ -175,6 +175,10 @@ def test_export_refuses_to_overwrite_other_folders_and_reports_bad_manifests(
     assert main(["export", "--model", str(trained / "ar"), "--format", "onnx",
                  "--output", str(broken)]) == 0
     manifest = json.loads((broken / "export.json").read_text())
+    (broken / "export.json").write_text(json.dumps({**manifest, "cache_layout": None}))
+    # an AR export whose step graph took one packed cache tensor (an earlier version's)
+    assert main(["generate", "--model", str(broken), "--input", "/dev/null"]) != 0
+    assert "keeps its cache in one packed tensor" in capsys.readouterr().err
     del manifest["graphs"]
     (broken / "export.json").write_text(json.dumps(manifest))
     assert main(["generate", "--model", str(broken), "--input", "/dev/null"]) != 0

@@ -13,6 +13,7 @@ from paragen.decoders.transformer import TransformerDecoder
 from paragen.models.seq2seq import Seq2Seq
 from paragen.registry import build
 from paragen.search import BeamSearch, GreedySearch, SamplingSearch
+from paragen.search.base import top_k
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 IDS = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD)
@@ -190,6 +191,21 @@ def test_batch_equals_single_sentences(search, compact_share: float):
         one_tokens, one_score = search(decoder, one_memory, one_padding, **IDS)
         assert strip(one_tokens)[0] == rows[i]
         assert abs(float(one_score) - float(scores[i])) < 1e-4
+
+
+@pytest.mark.parametrize("rows,width,k", [(4, 8000, 8), (33, 2113, 6), (300, 4096, 16)])
+def test_top_k_in_two_stages_equals_topk(rows: int, width: int, k: int):
+    """Wide rows take the two-stage path (the last width is not a multiple of the chunk):
+    the same values best first, at the same indices where values are distinct."""
+    scores = torch.randn(rows, width, generator=torch.Generator().manual_seed(rows))
+    scores[0, 3:] = -torch.inf  # fewer finite scores than k: banned tokens fill the rest
+    scores[1] = scores[1].round(decimals=1)  # many ties
+    values, indices = top_k(scores, k)
+    expected = scores.topk(k, dim=1)
+    assert torch.equal(values, expected.values)
+    assert torch.equal(scores.gather(1, indices), values)
+    assert torch.equal(indices[2:], expected.indices[2:])
+    assert set(indices[0, :3].tolist()) == {0, 1, 2}
 
 
 SEARCHES = {"greedy": lambda **kw: GreedySearch(**kw),

@@ -21,9 +21,10 @@ import torch
 from paragen.decoders import TransformerDecoder
 from paragen.errors import ConfigError
 from paragen.exporting.fused_attention import CONTRIB_DOMAIN, fusing_attention
-from paragen.exporting.graphs import DYNAMIC_AXES, GRAPHS, INPUT_NAMES, OUTPUT_NAMES, example_inputs
+from paragen.exporting.graphs import GRAPHS, example_inputs, graph_io
 from paragen.interfaces import DAGModel, NATModel
-from paragen.model_folder import ENGINES, MANIFEST, SUFFIX, resolve_checkpoint, stored_config
+from paragen.model_folder import (AR_CACHE_LAYOUT, ENGINES, MANIFEST, SUFFIX,
+                                   resolve_checkpoint, stored_config)
 from paragen.models import NATCRF, SequenceClassifier
 from paragen.registry import lookup
 from paragen.tasks.build import load_trained_task
@@ -71,7 +72,8 @@ def export_model(model: str, fmt: str, output: str, libs: List[str] = (),
             warnings.simplefilter("ignore")  # tracer chatter about constants we chose
             for name, graph_class in GRAPHS[family].items():
                 path = os.path.join(staging, name + SUFFIX[fmt])
-                _write_graph(graph_class(net).eval(), inputs[name], family, name, fmt, path,
+                _write_graph(graph_class(net).eval(), inputs[name],
+                             graph_io(family, name, _decoder_layers(net, family)), fmt, path,
                              fused)
                 if quantize:
                     _quantize_int8(path)
@@ -126,16 +128,20 @@ def _family(net: torch.nn.Module, model: str) -> str:
                       f"{type(net).__name__}")
 
 
-def _write_graph(graph: torch.nn.Module, inputs: tuple, family: str, name: str, fmt: str,
-                 path: str, fused: bool) -> None:
+def _decoder_layers(net: torch.nn.Module, family: str) -> int:
+    return len(net.decoder.layers) if family == "ar" else 0
+
+
+def _write_graph(graph: torch.nn.Module, inputs: tuple, io: tuple, fmt: str, path: str,
+                 fused: bool) -> None:
     if fmt == "torchscript":
         torch.jit.trace(graph, inputs, check_trace=False).save(path)
         return
-    input_names = INPUT_NAMES[family][name][:len(inputs)]  # optional inputs come last
-    names = set(input_names) | set(OUTPUT_NAMES[family][name])
-    torch.onnx.export(graph, inputs, path, input_names=input_names,
-                      output_names=OUTPUT_NAMES[family][name],
-                      dynamic_axes={key: axes for key, axes in DYNAMIC_AXES[family][name].items()
+    input_names, output_names, dynamic_axes = io
+    input_names = input_names[:len(inputs)]  # optional inputs come last
+    names = set(input_names) | set(output_names)
+    torch.onnx.export(graph, inputs, path, input_names=input_names, output_names=output_names,
+                      dynamic_axes={key: axes for key, axes in dynamic_axes.items()
                                     if key in names},
                       opset_version=ONNX_OPSET, dynamo=False,
                       custom_opsets={CONTRIB_DOMAIN: 1} if fused else None)
@@ -157,7 +163,8 @@ def _family_settings(net: torch.nn.Module, family: str) -> Dict[str, Any]:
     if family == "ar":
         first = net.decoder.layers[0].self_attn
         return {"max_positions": int(net.decoder.embed.positions.weight.size(0)),
-                "cache_shape": [len(net.decoder.layers), first.num_heads, first.head_dim]}
+                "cache_shape": [len(net.decoder.layers), first.num_heads, first.head_dim],
+                "cache_layout": AR_CACHE_LAYOUT}
     length = {"max_length": net.max_length, "upsample": net.upsample,
               "max_slots": net.max_slots}
     if not net.upsample:  # the length classifier's classes → lengths rule

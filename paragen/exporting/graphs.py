@@ -4,10 +4,12 @@ Every model becomes one to three graphs whose shapes depend only on their inputs
 values computed inside), which is what ONNX and TorchScript handle well:
 
   AR (Seq2Seq)   encoder: src (B,S) → memory_kv (B,L,2,H,S,Dh), memory_padding (B,S)
-                 step:    token (N,1), memory_kv, memory_padding, past_kv (N,L,2,H,t,Dh)
-                          → logits (N,V), next_kv (past_kv grown to t+1)
-                 block:   tokens (N,W), positions (N,W), memory_kv, memory_padding,
-                          past_kv (N,L,2,H,C,Dh) → logits (N,W,V), next_kv (the same C
+                 step:    token (N,1), memory_padding, and per decoder layer i memory_key_i,
+                          memory_value_i (N,H,S,Dh), past_key_i, past_value_i (N,H,t,Dh)
+                          → logits (N,V), present_key_i, present_value_i (grown to t+1)
+                 block:   tokens (N,W), positions (N,W), memory_padding, and per layer the
+                          memory keys/values and past_key_i, past_value_i (N,H,C,Dh) →
+                          logits (N,W,V), present_key_i, present_value_i (the same C
                           entries, the block written at its positions): speculative
                           verification, each row at its own length
   NAT (GLAT)     encoder: src (B,S) → memory (B,S,D), memory_padding (B,S), length_logits
@@ -27,13 +29,17 @@ values computed inside), which is what ONNX and TorchScript handle well:
   Classifier)    softmax and the label names stay in the task, as for the PyTorch model
 
 The AR encoder graph precomputes every decoder layer's cross-attention keys/values once per
-sentence, so a step costs what it costs in PyTorch with a KV cache. All tensors are batch-first,
-so the Python search (beam/greedy, unchanged) can select and reorder rows of them.
+sentence, so a step costs what it costs in PyTorch with a KV cache. The step and block graphs
+take and give each layer's keys and values as tensors of their own, the layout of the
+PyTorch decoder's cache: packed into one tensor, they had to be split apart and stacked back
+on every step, copies that took 30% of the fused int8 step graph's time at batch 1 and more
+batched. All tensors are batch-first, so the Python search (beam/greedy, unchanged) can
+select and reorder rows of them.
 The search, the length choice of NAT decoding and detokenization stay in Python.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -54,24 +60,33 @@ class AREncoderGraph(nn.Module):
         return torch.stack(per_layer, dim=1), memory_padding
 
 
+def layer_caches(kv: Tuple[torch.Tensor, ...]) -> List[dict]:
+    """Per-layer inputs (memory key, memory value, past key, past value, layer after layer) as
+    the decoder's cache dicts."""
+    return [{"mem_k": kv[i], "mem_v": kv[i + 1], "k": kv[i + 2], "v": kv[i + 3]}
+            for i in range(0, len(kv), 4)]
+
+
+def grown_caches(cache: List[dict]) -> Tuple[torch.Tensor, ...]:
+    return tuple(tensor for layer in cache for tensor in (layer["k"], layer["v"]))
+
+
 class ARStepGraph(nn.Module):
-    """One incremental decoder step over the packed caches (no Python state)."""
+    """One incremental decoder step over the per-layer caches (no Python state)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.decoder = model.decoder
 
-    def forward(self, token: torch.Tensor, memory_kv: torch.Tensor, memory_padding: torch.Tensor,
-                past_kv: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, token: torch.Tensor, memory_padding: torch.Tensor, *kv: torch.Tensor
+                ) -> Tuple[torch.Tensor, ...]:
         embed = self.decoder.embed
-        position = embed.positions.weight.narrow(0, past_kv.size(4), 1)
+        cache = layer_caches(kv)
+        position = embed.positions.weight.narrow(0, cache[0]["k"].size(2), 1)
         x = embed.tokens(token) * embed.scale + position
-        cache = [{"k": past_kv[:, i, 0], "v": past_kv[:, i, 1], "mem_k": memory_kv[:, i, 0],
-                  "mem_v": memory_kv[:, i, 1]} for i in range(past_kv.size(1))]
         logits = self.decoder.forward_embedded(x, None, memory_padding, cache=cache,
                                                single_step=True)[:, -1]
-        grown = torch.stack([torch.stack([c["k"], c["v"]], dim=1) for c in cache], dim=1)
-        return logits, grown
+        return (logits, *grown_caches(cache))
 
 
 class ARBlockGraph(nn.Module):
@@ -83,16 +98,14 @@ class ARBlockGraph(nn.Module):
         super().__init__()
         self.decoder = model.decoder
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, memory_kv: torch.Tensor,
-                memory_padding: torch.Tensor, past_kv: torch.Tensor
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
-        cache = [{"k": past_kv[:, i, 0].clone(), "v": past_kv[:, i, 1].clone(),
-                  "mem_k": memory_kv[:, i, 0], "mem_v": memory_kv[:, i, 1]}
-                 for i in range(past_kv.size(1))]
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor,
+                memory_padding: torch.Tensor, *kv: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        cache = layer_caches(kv)
+        for layer in cache:  # written in place at the block's positions
+            layer["k"], layer["v"] = layer["k"].clone(), layer["v"].clone()
         logits = self.decoder.forward_block(tokens, positions, None, memory_padding, cache,
-                                            extent=past_kv.size(4))
-        written = torch.stack([torch.stack([c["k"], c["v"]], dim=1) for c in cache], dim=1)
-        return logits, written
+                                            extent=cache[0]["k"].size(2))
+        return (logits, *grown_caches(cache))
 
 
 class NATEncoderGraph(nn.Module):
@@ -173,12 +186,16 @@ def example_inputs(model: nn.Module, family: str, batch: int = 3, src_len: int =
         return {name: (src,) if name == "encoder" else slot_inputs for name in GRAPHS[family]}
     memory_kv, memory_padding = AREncoderGraph(model)(src)
     layers, _, heads, _, head_dim = memory_kv.shape[1:]
-    past = torch.randn(batch, layers, 2, heads, tgt_len, head_dim)
+    kv = []
+    for i in range(layers):
+        kv += [memory_kv[:, i, 0], memory_kv[:, i, 1],
+               torch.randn(batch, heads, tgt_len, head_dim),
+               torch.randn(batch, heads, tgt_len, head_dim)]
     token = torch.randint(4, 20, (batch, 1))
     block = torch.randint(4, 20, (batch, 3))
     positions = torch.arange(3)[None, :] + torch.arange(batch)[:, None] % (tgt_len - 2)
-    return {"encoder": (src,), "step": (token, memory_kv, memory_padding, past),
-            "block": (block, positions, memory_kv, memory_padding, past)}
+    return {"encoder": (src,), "step": (token, memory_padding, *kv),
+            "block": (block, positions, memory_padding, *kv)}
 
 
 GRAPHS = {"ar": {"encoder": AREncoderGraph, "step": ARStepGraph, "block": ARBlockGraph},
@@ -196,13 +213,9 @@ _SLOT_AXES = {**_MEMORY_AXES, "target_padding": {0: "batch", 1: "tgt_len"}}
 _VERTEX_AXES = {**_MEMORY_AXES, "vertex_padding": {0: "batch", 1: "vertices"}}
 DYNAMIC_AXES = {
     "ar": {"encoder": _SOURCE_AXES,
-           "step": {"token": {0: "batch"}, "memory_kv": {0: "batch", 4: "src_len"},
-                    "memory_padding": {0: "batch", 1: "src_len"},
-                    "past_kv": {0: "batch", 4: "past_len"}},
+           "step": {"token": {0: "batch"}, "memory_padding": {0: "batch", 1: "src_len"}},
            "block": {"tokens": {0: "batch", 1: "block"}, "positions": {0: "batch", 1: "block"},
-                     "memory_kv": {0: "batch", 4: "src_len"},
-                     "memory_padding": {0: "batch", 1: "src_len"},
-                     "past_kv": {0: "batch", 4: "capacity"}}},
+                     "memory_padding": {0: "batch", 1: "src_len"}}},
     # the tokens-only and lattice graphs take the decoder graph's inputs
     "nat": {"encoder": _SOURCE_AXES, "decoder": _SLOT_AXES, "tokens": _SLOT_AXES},
     "dag": {"encoder": _SOURCE_AXES, "graph": _VERTEX_AXES},
@@ -211,20 +224,41 @@ DYNAMIC_AXES = {
                                   "segments": {0: "batch", 1: "src_len"},
                                   "logits": {0: "batch"}}}}
 _SLOT_INPUTS = ["src", "memory", "memory_padding", "target_padding"]
-INPUT_NAMES = {"ar": {"encoder": ["src"], "step": ["token", "memory_kv", "memory_padding",
-                                                   "past_kv"],
-                      "block": ["tokens", "positions", "memory_kv", "memory_padding",
-                                "past_kv"]},
+INPUT_NAMES = {"ar": {"encoder": ["src"], "step": ["token", "memory_padding"],
+                      "block": ["tokens", "positions", "memory_padding"]},
                "nat": {"encoder": ["src"], "decoder": _SLOT_INPUTS, "tokens": _SLOT_INPUTS},
                "dag": {"encoder": ["src"], "graph": _SLOT_INPUTS[:3] + ["vertex_padding"]},
                "crf": {"encoder": ["src"], "lattice": _SLOT_INPUTS},
                "classifier": {"classifier": ["src", "segments"]}}  # segments: pairs only
 _NAT_ENCODER_OUTPUTS = ["memory", "memory_padding", "length_logits"]
-OUTPUT_NAMES = {"ar": {"encoder": ["memory_kv", "memory_padding"], "step": ["logits", "next_kv"],
-                       "block": ["logits", "next_kv"]},
+OUTPUT_NAMES = {"ar": {"encoder": ["memory_kv", "memory_padding"], "step": ["logits"],
+                       "block": ["logits"]},
                 "nat": {"encoder": _NAT_ENCODER_OUTPUTS, "decoder": ["tokens", "scores"],
                         "tokens": ["tokens"]},
                 "dag": {"encoder": _NAT_ENCODER_OUTPUTS, "graph": ["tokens", "scores", "links"]},
                 "crf": {"encoder": _NAT_ENCODER_OUTPUTS,
                         "lattice": ["candidates", "emissions", "moves", "candidate_scores"]},
                 "classifier": {"classifier": ["logits"]}}
+
+
+def cache_names(layers: int) -> Tuple[List[str], List[str]]:
+    """The AR step and block graphs' per-layer cache inputs and outputs, after the fixed ones."""
+    inputs = [f"{name}_{i}" for i in range(layers)
+              for name in ("memory_key", "memory_value", "past_key", "past_value")]
+    outputs = [f"{name}_{i}" for i in range(layers) for name in ("present_key", "present_value")]
+    return inputs, outputs
+
+
+def graph_io(family: str, name: str, layers: int = 0
+             ) -> Tuple[List[str], List[str], Dict[str, Dict[int, str]]]:
+    """Input names, output names and dynamic axes of one graph; `layers`: the AR decoder's."""
+    inputs, outputs = list(INPUT_NAMES[family][name]), list(OUTPUT_NAMES[family][name])
+    axes = dict(DYNAMIC_AXES[family][name])
+    if family == "ar" and name != "encoder":
+        cache_inputs, cache_outputs = cache_names(layers)
+        inputs += cache_inputs
+        outputs += cache_outputs
+        past = "past_len" if name == "step" else "capacity"
+        for key in cache_inputs:
+            axes[key] = {0: "batch", 2: "src_len" if key.startswith("memory") else past}
+    return inputs, outputs, axes

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from paragen.decoders import TransformerDecoder
 from paragen.errors import ConfigError, DataError
-from paragen.model_folder import SUFFIX, read_manifest
+from paragen.model_folder import AR_CACHE_LAYOUT, SUFFIX, read_manifest
 from paragen.models.nat import GLAT
 from paragen.models.nat.crf import slots_from_lattice
 from paragen.registry import register_model
@@ -106,8 +107,10 @@ def releasing_memory():
 class ExportedStepDecoder:
     """The AR step graph behind the decoder interface the searches use.
 
-    The whole self-attention cache is one batch-first tensor, kept under the key "k" of a
-    single cache entry, so `select_rows` and `reorder_cache` index it like any other.
+    The cache is the PyTorch decoder's: one dict per layer, with the layer's keys/values ("k",
+    "v") and its cross-attention keys/values ("mem_k", "mem_v"), the latter split off the
+    encoder's packed `memory_kv` on the first call. Beam search then reorders it with
+    `TransformerDecoder.reorder_cache`, and `select_rows` drops finished rows from it.
     """
 
     def __init__(self, runner: GraphRunner, max_positions: int, cache_shape: List[int]):
@@ -115,41 +118,49 @@ class ExportedStepDecoder:
         self.layers, self.heads, self.head_dim = cache_shape
 
     def init_cache(self) -> List[dict]:
-        return [{}]
+        return [{} for _ in range(self.layers)]
 
-    @staticmethod
-    def reorder_cache(cache: List[dict], order: torch.Tensor) -> None:
-        if "k" in cache[0]:
-            cache[0]["k"] = cache[0]["k"].index_select(0, order)
+    reorder_cache = staticmethod(TransformerDecoder.reorder_cache)
+
+    def _start(self, memory_kv: torch.Tensor, cache: List[dict], capacity: int) -> None:
+        """Fill an empty cache: each layer's memory keys/values, and past keys/values with
+        room for `capacity` positions."""
+        past = memory_kv.new_zeros(memory_kv.size(0), self.heads, capacity, self.head_dim)
+        for i, layer in enumerate(cache):
+            layer.update(mem_k=memory_kv[:, i, 0].contiguous(),
+                         mem_v=memory_kv[:, i, 1].contiguous(), k=past, v=past)
+
+    def _run(self, graph: str, cache: List[dict], **inputs: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(cache):
+            inputs.update({f"memory_key_{i}": layer["mem_k"], f"memory_value_{i}": layer["mem_v"],
+                           f"past_key_{i}": layer["k"], f"past_value_{i}": layer["v"]})
+        logits, *grown = self.runner(graph, **inputs)
+        for layer, key, value in zip(cache, grown[0::2], grown[1::2]):
+            layer["k"], layer["v"] = key, value
+        return logits
 
     def __call__(self, tokens: torch.Tensor, memory_kv: torch.Tensor,
                  memory_padding: torch.Tensor, cache: List[dict]) -> torch.Tensor:
-        past = cache[0].get("k")
-        if past is None:
-            past = torch.zeros(tokens.size(0), self.layers, 2, self.heads, 0, self.head_dim)
-        logits, cache[0]["k"] = self.runner("step", token=tokens[:, -1:], memory_kv=memory_kv,
-                                            memory_padding=memory_padding, past_kv=past)
-        return logits[:, None]
+        if "k" not in cache[0]:
+            self._start(memory_kv, cache, 0)
+        return self._run("step", cache, token=tokens[:, -1:],
+                         memory_padding=memory_padding)[:, None]
 
     def forward_block(self, tokens: torch.Tensor, positions: torch.Tensor,
                       memory_kv: torch.Tensor, memory_padding: torch.Tensor,
                       cache: List[dict]) -> torch.Tensor:
         """`TransformerDecoder.forward_block` through the block graph (speculative decoding):
-        the cache buffer grows here, doubling, so that the graph's shapes follow its inputs."""
-        if "block" not in self.runner.graphs:
-            raise ConfigError("task.generator.class: this AR export has no block graph for "
-                              "SpeculativeGenerator (exported by an earlier version): export "
-                              "the checkpoint again")
+        the cache buffers grow here, doubling, so that the graph's shapes follow its inputs."""
         extent = int(positions[:, -1].max()) + 1
-        past = cache[0].get("k")
-        if past is None:
-            past = torch.zeros(tokens.size(0), self.layers, 2, self.heads, extent, self.head_dim)
-        elif past.size(4) < extent:  # (N,L,2,H,C,Dh): pad the C axis
-            past = F.pad(past, (0, 0, 0, max(extent, 2 * past.size(4)) - past.size(4)))
-        logits, cache[0]["k"] = self.runner("block", tokens=tokens, positions=positions,
-                                            memory_kv=memory_kv, memory_padding=memory_padding,
-                                            past_kv=past)
-        return logits
+        if "k" not in cache[0]:
+            self._start(memory_kv, cache, extent)
+        elif cache[0]["k"].size(2) < extent:  # (N,H,C,Dh): pad the C axis
+            room = max(extent, 2 * cache[0]["k"].size(2)) - cache[0]["k"].size(2)
+            for layer in cache:
+                layer["k"], layer["v"] = (F.pad(layer[key], (0, 0, 0, room))
+                                          for key in ("k", "v"))
+        return self._run("block", cache, tokens=tokens, positions=positions,
+                         memory_padding=memory_padding)
 
 
 @register_model
@@ -181,6 +192,10 @@ class ExportedModel(nn.Module):
                                 f"{'with' if graph[1] else 'without'} segment ids; the task "
                                 f"needs {num_outputs} {'with' if num_segments else 'without'}")
         elif self.family == "ar":
+            if manifest.get("cache_layout") != AR_CACHE_LAYOUT:
+                raise ConfigError(f"{folder}: this AR export keeps its cache in one packed "
+                                  f"tensor (exported by an earlier version): export the "
+                                  f"checkpoint again")
             self.decoder = ExportedStepDecoder(self.runner, manifest["max_positions"],
                                                manifest["cache_shape"])
         else:

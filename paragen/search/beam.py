@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from paragen.registry import register_search
-from paragen.search.base import Search, select_rows, step_log_probs
+from paragen.search.base import Search, select_rows, step_log_probs, top_k
 
 MAX_BEAM = 256  # beyond this the (B·beam × V) scores of one step fill memory, to no gain
 
@@ -77,7 +77,7 @@ class BeamSearch(Search):
             # beams: ranking those K × 2K costs one pass over the (N,V) log-probs, where adding
             # the beam scores to all of them and ranking K × V took two more.
             n, width = scores.size(0), min(2 * k, lprobs.size(1))
-            beam_lprobs, beam_tok = lprobs.topk(width, dim=1)
+            beam_lprobs, beam_tok = top_k(lprobs, width)
             cand = beam_lprobs.view(n, k, width) + scores.unsqueeze(2)
             top_scores, top_idx = cand.view(n, k * width).topk(2 * k, dim=1)
             top_beam = top_idx.div(width, rounding_mode="floor")
