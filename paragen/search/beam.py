@@ -68,6 +68,7 @@ class BeamSearch(Search):
         fin_scores = torch.full((bsz, k), -torch.inf, device=device)  # sorted, best first
         fin_tokens = torch.full((bsz, k, num_steps), pad_id, dtype=torch.long, device=device)
         rank = torch.arange(2 * k, device=device)
+        first_row = torch.arange(bsz, device=device)[:, None] * k  # of each sentence's beams
         cache = decoder.init_cache()
 
         for step in range(num_steps):
@@ -84,7 +85,9 @@ class BeamSearch(Search):
             top_tok = beam_tok.view(n, k * width).gather(1, top_idx)
             is_eos = top_tok.eq(eos_id)
 
-            new_fin = is_eos[:, :k] & top_scores[:, :k].isfinite() & live[:, None]
+            # Scores are finite or -inf (banned or dead), never NaN or +inf: comparing with
+            # -inf tests finiteness in one kernel, where `isfinite` takes several.
+            new_fin = is_eos[:, :k] & top_scores[:, :k].ne(-torch.inf) & live[:, None]
             if bool(new_fin.any()):
                 norm = top_scores[:, :k] / float(step + 1) ** self.lenpen
                 cand_tokens = torch.full_like(fin_tokens, pad_id)
@@ -99,9 +102,9 @@ class BeamSearch(Search):
             alive = (is_eos.long() * (2 * k) + rank).topk(k, dim=1, largest=False).indices
             scores = top_scores.gather(1, alive).masked_fill_(is_eos.gather(1, alive), -torch.inf)
             last = top_tok.gather(1, alive).view(-1)
-            order = (top_beam.gather(1, alive) + torch.arange(n, device=device)[:, None] * k)
+            order = top_beam.gather(1, alive) + first_row[:n]
 
-            done = (fin_scores[:, -1].isfinite() | ~scores[:, 0].isfinite()) & live
+            done = (fin_scores[:, -1].ne(-torch.inf) | scores[:, 0].eq(-torch.inf)) & live
             compact = False
             if bool(done.any()):
                 finished = rows[done]
