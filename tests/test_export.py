@@ -258,3 +258,32 @@ def test_onnx_attention_is_one_fused_node_unless_portable(trained, test_sources,
         from paragen.exporting.export import export_model
 
         export_model(str(trained / "ar"), "torchscript", str(tmp_path / "ts"), portable=True)
+
+
+def test_ar_search_parts_split_a_decode_into_onnx_runtime_and_python(trained, test_sources,
+                                                                      tmp_path):
+    """`benchmarks/ar_search_parts.py` times the parts of an exported AR model's batch-1
+    search; the parts add up to the whole, and greedy search has no beam parts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exported = tmp_path / "ar-onnx"
+    assert main(["export", "--model", str(trained / "ar"), "--format", "onnx",
+                 "--output", str(exported)]) == 0
+    sources = tmp_path / "in.de"
+    sources.write_text("\n".join(test_sources[:8]) + "\n", encoding="utf-8")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "ar_search_parts.py"
+    for beam in (4, 1):
+        output = tmp_path / f"parts{beam}.json"
+        subprocess.run([sys.executable, str(script), "--model", str(exported), "--input",
+                        str(sources), "--beam", str(beam), "--rounds", "1", "--output",
+                        str(output)], check=True, capture_output=True)
+        [parts] = json.loads(output.read_text())["by_round"]
+        total = parts.pop("total")
+        assert all(ms >= 0 for ms in parts.values()) and parts["step"] > 0
+        assert abs(sum(parts.values()) - total) < 0.01
+        assert (parts["beam ranking"] > 0) == (beam > 1) == (parts["cache reorder"] > 0)
+    refused = subprocess.run([sys.executable, str(script), "--model", str(trained / "ar"),
+                              "--input", str(sources)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "expected an AR model exported to ONNX" in refused.stderr
