@@ -287,3 +287,25 @@ def test_ar_search_parts_split_a_decode_into_onnx_runtime_and_python(trained, te
     refused = subprocess.run([sys.executable, str(script), "--model", str(trained / "ar"),
                               "--input", str(sources)], capture_output=True, text=True)
     assert refused.returncode != 0 and "expected an AR model exported to ONNX" in refused.stderr
+
+
+def test_onnx_sessions_do_not_spin_unless_asked(trained, tmp_path):
+    """ONNX Runtime's worker threads spin between calls by default; paragen's sessions turn
+    that off (Python runs between the calls), and `GraphRunner.spinning` turns it back on."""
+    from paragen.models.exported import GraphRunner
+
+    exported = tmp_path / "glat-onnx"
+    assert main(["export", "--model", str(trained / "glat"), "--format", "onnx",
+                 "--output", str(exported)]) == 0
+
+    def spinning_entries():
+        task = load_trained_task(str(exported), "infer", ["task.model.threads=2"])
+        return {session.get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning") for session, _ in task.model.runner.graphs.values()}
+
+    assert spinning_entries() == {"0"}
+    GraphRunner.spinning = True
+    try:
+        assert spinning_entries() == {"1"}
+    finally:
+        GraphRunner.spinning = False

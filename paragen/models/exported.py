@@ -42,6 +42,13 @@ class GraphRunner:
     # A path prefix: ONNX sessions made while it is set record onnxruntime's profile of every
     # call there (`benchmarks/onnx_profile.py` sets it); None otherwise.
     profile_prefix = None
+    # Whether ONNX sessions made while it is set let their worker threads spin, waiting for
+    # work, between and after their operators (onnxruntime's default). Off: Python runs
+    # between the calls (a search step, the next graph's inputs) and spinning workers take
+    # the cores it needs. With 2 threads on 2 cores every setting measured ran faster
+    # without spinning, an AR export's beam 4 at batch 1 about twice as fast
+    # (`benchmarks/onnx_spinning.py`, docs/benchmarks.md); with 1 thread there is no worker.
+    spinning = False
 
     def __init__(self, folder: str, fmt: str, names: List[str], threads: Optional[int] = None):
         self.fmt, self.graphs = fmt, {}
@@ -64,6 +71,8 @@ class GraphRunner:
                             f"(pip install 'paragen[export]')") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if self.spinning else "0")
         if self.profile_prefix:
             options.enable_profiling = True
             options.profile_file_prefix = self.profile_prefix
