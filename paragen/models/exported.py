@@ -46,7 +46,7 @@ class GraphRunner:
     # work, between and after their operators (onnxruntime's default). Off: Python runs
     # between the calls (a search step, the next graph's inputs) and spinning workers take
     # the cores it needs. With 2 threads on 2 cores every setting measured ran faster
-    # without spinning, an AR export's beam 4 at batch 1 about twice as fast
+    # without spinning, an AR export's beam 4 at batch 1 2.4–2.7× as fast
     # (`benchmarks/onnx_spinning.py`, docs/benchmarks.md); with 1 thread there is no worker.
     spinning = False
 
