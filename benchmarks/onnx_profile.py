@@ -99,12 +99,17 @@ def profile_folder(folder: str, lines: List[str], args: argparse.Namespace) -> D
             "graphs": graphs}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_folder_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model (repeatable ONNX folders), --input and --limit, as the ONNX benchmarks take them."""
     parser.add_argument("--model", action="append", required=True,
                         help="ONNX model folder (paragen export --format onnx); repeatable")
     parser.add_argument("--input", required=True, help="source sentences, one per line")
     parser.add_argument("--limit", type=int, help="only the first N sentences")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_folder_arguments(parser)
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
     parser.add_argument("--max-tokens", type=int, default=4096,
                         help="padded source tokens per batch (default: 4096)")

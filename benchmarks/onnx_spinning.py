@@ -28,6 +28,8 @@ from paragen.datasets import read_lines  # noqa: E402
 from paragen.model_folder import is_exported, read_manifest  # noqa: E402
 from paragen.models.exported import GraphRunner  # noqa: E402
 
+from onnx_profile import add_folder_arguments  # noqa: E402  (this folder)
+
 WAYS = (("no spinning", False), ("spinning", True))
 
 
@@ -41,10 +43,7 @@ def build(model: str, setting: dict, spinning: bool):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", action="append", required=True,
-                        help="ONNX model folder (paragen export --format onnx); repeatable")
-    parser.add_argument("--input", required=True, help="source sentences, one per line")
-    parser.add_argument("--limit", type=int, help="only the first N sentences")
+    add_folder_arguments(parser)
     parser.add_argument("--only", nargs="+", default=["greedy", "beam4", "single"],
                         help="bench settings to time (default: greedy beam4 single)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads")

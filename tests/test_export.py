@@ -289,7 +289,7 @@ def test_ar_search_parts_split_a_decode_into_onnx_runtime_and_python(trained, te
     assert refused.returncode != 0 and "expected an AR model exported to ONNX" in refused.stderr
 
 
-def test_onnx_sessions_do_not_spin_unless_asked(trained, tmp_path):
+def test_onnx_sessions_do_not_spin_unless_asked(trained, test_sources, tmp_path):
     """ONNX Runtime's worker threads spin between calls by default; paragen's sessions turn
     that off (Python runs between the calls), and `GraphRunner.spinning` turns it back on."""
     from paragen.models.exported import GraphRunner
@@ -309,3 +309,19 @@ def test_onnx_sessions_do_not_spin_unless_asked(trained, tmp_path):
         assert spinning_entries() == {"1"}
     finally:
         GraphRunner.spinning = False
+    # `benchmarks/onnx_spinning.py` times a setting both ways and leaves the default alone
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sources = tmp_path / "in.de"
+    sources.write_text("\n".join(test_sources[:8]) + "\n", encoding="utf-8")
+    output = tmp_path / "spinning.json"
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "onnx_spinning.py"
+    subprocess.run([sys.executable, str(script), "--model", str(exported), "--input",
+                    str(sources), "--only", "single", "--rounds", "1", "--repeats", "1",
+                    "--output", str(output)], check=True, capture_output=True)
+    rows = json.loads(output.read_text())["rows"]
+    assert [row["onnx"] for row in rows] == ["no spinning", "spinning"]
+    assert all(row["batch1_ms_median"] > 0 and row["batched_sentences_per_s"] > 0
+               for row in rows)
