@@ -205,5 +205,7 @@ def test_onnx_profile_sums_node_time_by_operator(exported, test_sources, tmp_pat
     assert set(row["graphs"]) == {"encoder", "graph"}
     for graph in row["graphs"].values():
         shares = graph["share_by_operator"]
-        assert graph["node_seconds"] > 0 and 0.9 < sum(shares.values()) <= 1.0001
+        # each share is rounded to 4 decimals: the sum may pass 1 by half a unit per share
+        assert graph["node_seconds"] > 0
+        assert 0.9 < sum(shares.values()) <= 1 + 0.00005 * len(shares)
         assert shares["MultiHeadAttention"] > 0
