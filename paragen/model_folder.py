@@ -14,7 +14,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -29,6 +29,17 @@ FAMILIES = ("ar", "nat", "dag", "crf", "classifier")  # the graph sets `paragen 
 # decoder layer's keys and values as inputs and outputs of their own. AR exports without this
 # manifest key packed them into one tensor.
 AR_CACHE_LAYOUT = "per_layer"
+# Their per-layer inputs, in order within a layer, with the decoder cache key each one feeds;
+# the graphs give back present_key_i and present_value_i (the grown "k" and "v").
+AR_CACHE_INPUTS = (("memory_key", "mem_k"), ("memory_value", "mem_v"), ("past_key", "k"),
+                   ("past_value", "v"))
+
+
+def ar_cache_names(layers: int) -> Tuple[List[str], List[str]]:
+    """The AR step and block graphs' per-layer cache input and output names, layer by layer."""
+    inputs = [f"{name}_{i}" for i in range(layers) for name, _ in AR_CACHE_INPUTS]
+    outputs = [f"{name}_{i}" for i in range(layers) for name in ("present_key", "present_value")]
+    return inputs, outputs
 CHECKPOINT_PREFERENCE = ("best.pt", "average.pt", "last.pt")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
 

@@ -44,6 +44,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from paragen.model_folder import AR_CACHE_INPUTS, ar_cache_names
+
 
 class AREncoderGraph(nn.Module):
     def __init__(self, model: nn.Module):
@@ -61,10 +63,10 @@ class AREncoderGraph(nn.Module):
 
 
 def layer_caches(kv: Tuple[torch.Tensor, ...]) -> List[dict]:
-    """Per-layer inputs (memory key, memory value, past key, past value, layer after layer) as
-    the decoder's cache dicts."""
-    return [{"mem_k": kv[i], "mem_v": kv[i + 1], "k": kv[i + 2], "v": kv[i + 3]}
-            for i in range(0, len(kv), 4)]
+    """Per-layer inputs (`AR_CACHE_INPUTS`, layer after layer) as the decoder's cache dicts."""
+    width = len(AR_CACHE_INPUTS)
+    return [{key: kv[i + j] for j, (_, key) in enumerate(AR_CACHE_INPUTS)}
+            for i in range(0, len(kv), width)]
 
 
 def grown_caches(cache: List[dict]) -> Tuple[torch.Tensor, ...]:
@@ -241,21 +243,13 @@ OUTPUT_NAMES = {"ar": {"encoder": ["memory_kv", "memory_padding"], "step": ["log
                 "classifier": {"classifier": ["logits"]}}
 
 
-def cache_names(layers: int) -> Tuple[List[str], List[str]]:
-    """The AR step and block graphs' per-layer cache inputs and outputs, after the fixed ones."""
-    inputs = [f"{name}_{i}" for i in range(layers)
-              for name in ("memory_key", "memory_value", "past_key", "past_value")]
-    outputs = [f"{name}_{i}" for i in range(layers) for name in ("present_key", "present_value")]
-    return inputs, outputs
-
-
 def graph_io(family: str, name: str, layers: int = 0
              ) -> Tuple[List[str], List[str], Dict[str, Dict[int, str]]]:
     """Input names, output names and dynamic axes of one graph; `layers`: the AR decoder's."""
     inputs, outputs = list(INPUT_NAMES[family][name]), list(OUTPUT_NAMES[family][name])
     axes = dict(DYNAMIC_AXES[family][name])
     if family == "ar" and name != "encoder":
-        cache_inputs, cache_outputs = cache_names(layers)
+        cache_inputs, cache_outputs = ar_cache_names(layers)
         inputs += cache_inputs
         outputs += cache_outputs
         past = "past_len" if name == "step" else "capacity"

@@ -24,7 +24,8 @@ from torch import nn
 
 from paragen.decoders import TransformerDecoder
 from paragen.errors import ConfigError, DataError
-from paragen.model_folder import AR_CACHE_LAYOUT, SUFFIX, read_manifest
+from paragen.model_folder import (AR_CACHE_INPUTS, AR_CACHE_LAYOUT, SUFFIX, ar_cache_names,
+                                   read_manifest)
 from paragen.models.nat import GLAT
 from paragen.models.nat.crf import slots_from_lattice
 from paragen.registry import register_model
@@ -125,6 +126,10 @@ class ExportedStepDecoder:
     def __init__(self, runner: GraphRunner, max_positions: int, cache_shape: List[int]):
         self.runner, self.max_positions = runner, max_positions
         self.layers, self.heads, self.head_dim = cache_shape
+        # (graph input, layer, cache key) of every cache input, named once, not on every step
+        names = iter(ar_cache_names(self.layers)[0])
+        self.cache_inputs = [(next(names), layer, key) for layer in range(self.layers)
+                             for _, key in AR_CACHE_INPUTS]
 
     def init_cache(self) -> List[dict]:
         return [{} for _ in range(self.layers)]
@@ -140,9 +145,7 @@ class ExportedStepDecoder:
                          mem_v=memory_kv[:, i, 1].contiguous(), k=past, v=past)
 
     def _run(self, graph: str, cache: List[dict], **inputs: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(cache):
-            inputs.update({f"memory_key_{i}": layer["mem_k"], f"memory_value_{i}": layer["mem_v"],
-                           f"past_key_{i}": layer["k"], f"past_value_{i}": layer["v"]})
+        inputs.update({name: cache[layer][key] for name, layer, key in self.cache_inputs})
         logits, *grown = self.runner(graph, **inputs)
         for layer, key, value in zip(cache, grown[0::2], grown[1::2]):
             layer["k"], layer["v"] = key, value
@@ -161,10 +164,11 @@ class ExportedStepDecoder:
         """`TransformerDecoder.forward_block` through the block graph (speculative decoding):
         the cache buffers grow here, doubling, so that the graph's shapes follow its inputs."""
         extent = int(positions[:, -1].max()) + 1
-        if "k" not in cache[0]:
+        capacity = cache[0]["k"].size(2) if "k" in cache[0] else None  # (N,H,C,Dh)
+        if capacity is None:
             self._start(memory_kv, cache, extent)
-        elif cache[0]["k"].size(2) < extent:  # (N,H,C,Dh): pad the C axis
-            room = max(extent, 2 * cache[0]["k"].size(2)) - cache[0]["k"].size(2)
+        elif capacity < extent:  # pad the C axis
+            room = max(extent, 2 * capacity) - capacity
             for layer in cache:
                 layer["k"], layer["v"] = (F.pad(layer[key], (0, 0, 0, room))
                                           for key in ("k", "v"))
