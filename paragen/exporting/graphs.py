@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from paragen.model_folder import AR_CACHE_INPUTS, ar_cache_names
+from paragen.modules.layers import split_heads
 
 
 class AREncoderGraph(nn.Module):
@@ -58,7 +59,8 @@ class AREncoderGraph(nn.Module):
         for layer in self.model.decoder.layers:
             attn = layer.cross_attn
             key, value = attn.kv_proj(memory).chunk(2, dim=-1)
-            per_layer.append(torch.stack([attn._heads(key), attn._heads(value)], dim=1))
+            per_layer.append(torch.stack([split_heads(key, attn.num_heads),
+                                          split_heads(value, attn.num_heads)], dim=1))
         return torch.stack(per_layer, dim=1), memory_padding
 
 
